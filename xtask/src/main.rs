@@ -1,0 +1,39 @@
+//! `cargo xtask`: the project's front end for building, testing and demonstrating hvkit.
+//!
+//! - `cargo xtask test`: everything CI runs (formatting, clippy, rustdoc, host tests, bare-metal
+//!   builds, and the further stages that later parts of the project add).
+//! - `cargo xtask demo`: a tour of what the crates do today.
+//!
+//! Each step says what it is doing before it does it, and installs what a fresh Debian machine
+//! lacks (rustup targets and components) instead of failing on it.
+
+use std::process::ExitCode;
+
+mod demo;
+mod steps;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: cargo xtask <command>\n\n\
+         commands:\n  \
+         test    run every check and test (what CI runs)\n  \
+         demo    show what hvkit does today\n"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => steps::test(),
+        Some("demo") => demo::run(),
+        _ => return usage(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
