@@ -9,3 +9,7 @@ pub mod error;
 pub mod instructions;
 
 pub use error::{VmFail, VmInstructionError};
+pub mod capabilities;
+pub mod controls;
+pub mod enable;
+pub mod msr;
