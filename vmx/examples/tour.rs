@@ -1,4 +1,97 @@
-//! The host-side tour of hvkit-vmx (filled in as the crate grows).
+//! The host-side tour of hvkit-vmx: what `cargo xtask demo` shows without an emulator.
+//!
+//! It decodes a recorded capability snapshot of a Skylake-class processor, adjusts a typical
+//! hypervisor's control request against it (and one the processor refuses), and decodes VMX
+//! instruction failures.
+
+use hvkit_vmx::capabilities::{ControlsRequest, VmxCapabilities};
+use hvkit_vmx::controls::{
+    EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
+    TertiaryControls,
+};
+use hvkit_vmx::msr::*;
+use hvkit_vmx::{VmFail, VmInstructionError};
+
+/// IA32_VMX_* values of a Skylake-class client processor.
+fn skylake(msr: u32) -> u64 {
+    match msr {
+        IA32_FEATURE_CONTROL => 0x5,
+        IA32_VMX_BASIC => 0x00da_0400_0000_0004,
+        IA32_VMX_PINBASED_CTLS | IA32_VMX_TRUE_PINBASED_CTLS => 0x0000_007f_0000_0016,
+        IA32_VMX_PROCBASED_CTLS => 0xfff9_fffe_0401_e172,
+        IA32_VMX_TRUE_PROCBASED_CTLS => 0xfff9_fffe_0400_6172,
+        IA32_VMX_EXIT_CTLS => 0x01ff_ffff_0003_6dff,
+        IA32_VMX_TRUE_EXIT_CTLS => 0x01ff_ffff_0003_6dfb,
+        IA32_VMX_ENTRY_CTLS => 0x0003_ffff_0000_11ff,
+        IA32_VMX_TRUE_ENTRY_CTLS => 0x0003_ffff_0000_11fb,
+        IA32_VMX_MISC => 0x0000_0000_7004_c1e7,
+        IA32_VMX_CR0_FIXED0 => 0x8000_0021,
+        IA32_VMX_CR0_FIXED1 => 0xffff_ffff,
+        IA32_VMX_CR4_FIXED0 => 0x2000,
+        IA32_VMX_CR4_FIXED1 => 0x0037_67ff,
+        IA32_VMX_VMCS_ENUM => 0x2e,
+        IA32_VMX_PROCBASED_CTLS2 => 0x0053_7dff_0000_0000,
+        IA32_VMX_EPT_VPID_CAP => 0x0000_0f01_0673_4141,
+        IA32_VMX_VMFUNC => 0x1,
+        _ => 0,
+    }
+}
+
 fn main() {
-    println!("hvkit-vmx tour: nothing to show yet");
+    println!("== hvkit-vmx: capability snapshot of a Skylake-class CPU ==");
+    let caps = VmxCapabilities::read(&skylake);
+    println!(
+        "VMCS revision {}, region {} bytes, memory type {}, TRUE controls: {}",
+        caps.basic.revision_id(),
+        caps.basic.region_size(),
+        caps.basic.memory_type(),
+        caps.basic.true_controls()
+    );
+    println!("EPT/VPID: {:?}", caps.ept_vpid);
+    println!(
+        "preemption timer: TSC >> {}, CR3 targets: {}, activity states HLT/shutdown/SIPI: {}/{}/{}",
+        caps.misc.preemption_timer_tsc_shift(),
+        caps.misc.cr3_target_count(),
+        caps.misc.activity_hlt(),
+        caps.misc.activity_shutdown(),
+        caps.misc.activity_wait_for_sipi()
+    );
+
+    println!("\n== adjusting a typical request ==");
+    let request = ControlsRequest {
+        pin_based: PinBasedControls::EXTERNAL_INTERRUPT_EXITING | PinBasedControls::NMI_EXITING,
+        primary: PrimaryControls::HLT_EXITING | PrimaryControls::USE_MSR_BITMAPS,
+        secondary: SecondaryControls::ENABLE_EPT
+            | SecondaryControls::ENABLE_VPID
+            | SecondaryControls::UNRESTRICTED_GUEST,
+        exit: ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::LOAD_IA32_EFER,
+        entry: EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_IA32_EFER,
+        ..ControlsRequest::default()
+    };
+    match caps.adjust(&request) {
+        Ok(v) => println!(
+            "pin-based {:#010x}  primary {:#010x}  secondary {:#010x}\nexit {:#010x}  entry {:#010x}",
+            v.pin_based, v.primary, v.secondary, v.exit, v.entry
+        ),
+        Err(e) => println!("refused: {e}"),
+    }
+
+    println!("\n== a request this CPU cannot meet ==");
+    let too_much = ControlsRequest {
+        pin_based: PinBasedControls::PROCESS_POSTED_INTERRUPTS,
+        secondary: SecondaryControls::USE_TSC_SCALING,
+        tertiary: TertiaryControls::IPI_VIRTUALIZATION,
+        ..request
+    };
+    match caps.adjust(&too_much) {
+        Ok(_) => println!("unexpectedly accepted"),
+        Err(e) => println!("{e}"),
+    }
+
+    println!("\n== VMX instruction failures, decoded ==");
+    for n in [5, 7, 8, 12, 27] {
+        let fail = VmFail::Valid(VmInstructionError(n));
+        println!("{fail}");
+    }
+    println!("{}", VmFail::Invalid);
 }
