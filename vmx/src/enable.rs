@@ -872,9 +872,7 @@ mod tests {
             set_ne: true,
         };
         // SAFETY: the mock models the processor.
-        assert_eq!(
-            unsafe { disable(&mut cpu, on) },
-            Err(DisableError::Vmxoff(fail))
-        );
+        let result = unsafe { disable(&mut cpu, on) };
+        assert_eq!(result, Err(DisableError::Vmxoff(fail)));
     }
 }
