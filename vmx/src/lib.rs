@@ -13,3 +13,5 @@ pub mod capabilities;
 pub mod controls;
 pub mod enable;
 pub mod msr;
+pub mod fields;
+pub mod vmcs;
