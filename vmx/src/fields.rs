@@ -211,7 +211,7 @@ impl FieldEncoding {
     #[must_use]
     pub const fn is_well_formed(self) -> bool {
         self.0 & RESERVED_BITS == 0
-            && !(matches!(self.access(), Access::High) && !matches!(self.width(), Width::Bits64))
+            && (matches!(self.access(), Access::Full) || matches!(self.width(), Width::Bits64))
     }
 
     /// True when the encoding is well formed and has exactly this width, area and access type.

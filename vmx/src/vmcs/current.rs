@@ -26,6 +26,31 @@ use crate::instructions::{vmread, vmwrite};
 /// Writes are safe functions because nothing a VMWRITE stores takes effect before a VM entry,
 /// and VM entry ([`crate::instructions::vmlaunch`], [`crate::instructions::vmresume`]) is
 /// `unsafe`, with the obligation that every address and host-state value in the VMCS be valid.
+///
+/// It cannot move to another thread (and so, in a kernel, to another processor's context):
+///
+/// ```compile_fail,E0277
+/// fn needs_send<T: Send>() {}
+/// needs_send::<hvkit_vmx::vmcs::CurrentVmcs>();
+/// ```
+///
+/// A typical exit handler reads the exit information through it:
+///
+/// ```no_run
+/// use hvkit_vmx::fields::{exit_info, guest};
+/// use hvkit_vmx::vmcs::{CurrentVmcs, VmcsError, VmcsRead, VmcsWrite};
+///
+/// fn skip_instruction(vmcs: &mut impl VmcsWrite) -> Result<(), VmcsError> {
+///     let length = vmcs.read(exit_info::VM_EXIT_INSTRUCTION_LENGTH)?;
+///     let rip = vmcs.read(guest::RIP)?;
+///     vmcs.write(guest::RIP, rip.wrapping_add(u64::from(length)))
+/// }
+///
+/// // SAFETY: (in a real hypervisor) VMX root operation with a current VMCS on this processor.
+/// let mut vmcs = unsafe { CurrentVmcs::new() };
+/// skip_instruction(&mut vmcs)?;
+/// # Ok::<(), VmcsError>(())
+/// ```
 #[derive(Debug)]
 pub struct CurrentVmcs {
     /// Neither `Send` nor `Sync`.

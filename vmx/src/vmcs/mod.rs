@@ -246,7 +246,10 @@ mod tests {
                 .unwrap();
         }
         let object: &dyn VmcsRead = &soft;
-        assert_eq!((&object).read(control::EXCEPTION_BITMAP).unwrap(), 0xffff_ffff);
+        assert_eq!(
+            (&object).read(control::EXCEPTION_BITMAP).unwrap(),
+            0xffff_ffff
+        );
         assert_eq!(
             object.read_raw(exit_info::EXIT_REASON.encoding()),
             Err(VmcsError::Unset(exit_info::EXIT_REASON.encoding()))
