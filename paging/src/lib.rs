@@ -64,6 +64,8 @@ pub mod table;
 #[cfg(test)]
 mod table_tests;
 pub mod walk;
+#[cfg(test)]
+mod walk_tests;
 
 pub use addr::{AddrError, Address, GuestPhysAddr, GuestVirtAddr, HostPhysAddr, PageSize};
 pub use eptp::{EptCapabilities, Eptp, EptpError, NestedCr3, NptCapabilities};
@@ -76,4 +78,7 @@ pub use host::HostArena;
 pub use memory::{FrameAllocator, MemoryError, PhysMemory, TableMemory};
 pub use memtype::MemoryType;
 pub use table::{EptTable, GuestTable, MapError, Mapping, NptTable, PageTable, TableConfig};
-// pub use walk::{Access, GuestPagingState, Nested, Walker};
+pub use walk::{
+    Access, AccessKind, EptViolationQualification, GuestPagingState, Nested, NpfExitInfo1,
+    PageFaultErrorCode, PagingMode, Translation, WalkFault, Walker,
+};
