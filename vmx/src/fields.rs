@@ -66,16 +66,16 @@
 //! serves dumps ([`crate::vmcs::dump`]), the software VMCS ([`crate::vmcs::SoftVmcs`]) and
 //! checkers. [`lookup`] also resolves the HIGH encodings of 64-bit fields.
 //!
-//! Field counts (`ALL.len()` is [`COUNT`] = 199):
+//! Field counts (`ALL.len()` is [`COUNT`] = 201):
 //!
 //! | width   | control | read-only | guest | host | total |
 //! |---------|---------|-----------|-------|------|-------|
 //! | 16-bit  | 5       | 0         | 11    | 7    | 23    |
-//! | 64-bit  | 38      | 2         | 21    | 12   | 73    |
-//! | 32-bit  | 19      | 8         | 23    | 1    | 51    |
+//! | 64-bit  | 38      | 3         | 21    | 12   | 74    |
+//! | 32-bit  | 20      | 8         | 23    | 1    | 52    |
 //! | natural | 8       | 6         | 23    | 15   | 52    |
 //!
-//! The 73 64-bit fields add 73 HIGH encodings, for 272 encodings in all.
+//! The 74 64-bit fields add 74 HIGH encodings, for 275 encodings in all.
 
 use core::fmt;
 
@@ -627,7 +627,7 @@ pub mod control {
         ENCLV_EXITING_BITMAP: ControlField64 = 0x2036, "ENCLV-exiting bitmap", "B-4", "the 1-setting of the \"enable ENCLV exiting\" VM-execution control";
         LOW_PASID_DIRECTORY_ADDRESS: ControlField64 = 0x2038, "Low PASID directory address", "B-4", "the 1-setting of the \"PASID translation\" VM-execution control";
         HIGH_PASID_DIRECTORY_ADDRESS: ControlField64 = 0x203a, "High PASID directory address", "B-4", "the 1-setting of the \"PASID translation\" VM-execution control";
-        SHARED_EPT_POINTER: ControlField64 = 0x203c, "Shared EPTP", "B-4", "Intel TDX (used only in SEAM VMX operation)";
+        SHARED_EPT_POINTER: ControlField64 = 0x203c, "SEAM shared EPT pointer", "B-4", "the 1-setting of the \"SEAM guest-physical address width\" VM-execution control (Intel TDX, SEAM VMX operation)";
         PCONFIG_EXITING_BITMAP: ControlField64 = 0x203e, "PCONFIG-exiting bitmap", "B-4", "the 1-setting of the \"enable PCONFIG\" VM-execution control";
         #[doc(alias = "HLATP")]
         HLAT_POINTER: ControlField64 = 0x2040, "Hypervisor-managed linear-address translation pointer (HLATP)", "B-4", "the 1-setting of the \"enable HLAT\" tertiary VM-execution control";
@@ -635,7 +635,7 @@ pub mod control {
         SECONDARY_VM_EXIT_CONTROLS: ControlField64 = 0x2044, "Secondary VM-exit controls", "B-4", "the 1-setting of the \"activate secondary controls\" primary VM-exit control";
         IA32_SPEC_CTRL_MASK: ControlField64 = 0x204a, "IA32_SPEC_CTRL mask", "B-4", "the 1-setting of the \"virtualize IA32_SPEC_CTRL\" tertiary VM-execution control";
         IA32_SPEC_CTRL_SHADOW: ControlField64 = 0x204c, "IA32_SPEC_CTRL shadow", "B-4", "the 1-setting of the \"virtualize IA32_SPEC_CTRL\" tertiary VM-execution control";
-        INJECTED_EVENT_DATA: ControlField64 = 0x2052, "Injected-event data", "B-4", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
+        INJECTED_EVENT_DATA: ControlField64 = 0x2052, "Injected-event data", "B-4", "FRED transitions";
 
         // Table B-8: 32-bit control fields.
         PIN_BASED_VM_EXEC_CONTROL: ControlField32 = 0x4000, "Pin-based VM-execution controls", "B-8";
@@ -651,7 +651,11 @@ pub mod control {
         VM_EXIT_MSR_LOAD_COUNT: ControlField32 = 0x4010, "VM-exit MSR-load count", "B-8";
         VM_ENTRY_CONTROLS: ControlField32 = 0x4012, "VM-entry controls", "B-8";
         VM_ENTRY_MSR_LOAD_COUNT: ControlField32 = 0x4014, "VM-entry MSR-load count", "B-8";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Injected-event identification\"."]
         VM_ENTRY_INTERRUPTION_INFO: ControlField32 = 0x4016, "VM-entry interruption-information field", "B-8";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Injected-event error code\"."]
         VM_ENTRY_EXCEPTION_ERROR_CODE: ControlField32 = 0x4018, "VM-entry exception error code", "B-8";
         VM_ENTRY_INSTRUCTION_LENGTH: ControlField32 = 0x401a, "VM-entry instruction length", "B-8";
         TPR_THRESHOLD: ControlField32 = 0x401c, "TPR threshold", "B-8", "the 1-setting of the \"use TPR shadow\" VM-execution control";
@@ -660,7 +664,11 @@ pub mod control {
         PLE_GAP: ControlField32 = 0x4020, "PLE_Gap", "B-8", "the 1-setting of the \"PAUSE-loop exiting\" VM-execution control";
         PLE_WINDOW: ControlField32 = 0x4022, "PLE_Window", "B-8", "the 1-setting of the \"PAUSE-loop exiting\" VM-execution control";
         #[doc(alias = "NOTIFY_WINDOW")]
-        INSTRUCTION_TIMEOUT_CONTROL: ControlField32 = 0x4024, "Instruction-timeout control (formerly notify window)", "B-8", "the 1-setting of the \"instruction timeout\" (formerly \"notify VM exits\") VM-execution control";
+        INSTRUCTION_TIMEOUT_CONTROL: ControlField32 = 0x4024, "Instruction-timeout control", "B-8", "the 1-setting of the \"instruction timeout\" VM-execution control";
+        #[doc = ""]
+        #[doc = "Named \"SEAM-guest KeyID\" by the SDM; the HKID of Intel TDX."]
+        #[doc(alias = "HKID")]
+        SEAM_GUEST_KEYID: ControlField32 = 0x4026, "SEAM-guest KeyID", "B-8", "the 1-setting of the \"SEAM guest-physical address width\" VM-execution control (Intel TDX, SEAM VMX operation)";
 
         // Table B-12: natural-width control fields.
         CR0_GUEST_HOST_MASK: ControlFieldNatural = 0x6000, "CR0 guest/host mask", "B-12";
@@ -687,14 +695,23 @@ pub mod exit_info {
         "exit_info";
         // Table B-5: 64-bit read-only data fields.
         GUEST_PHYSICAL_ADDRESS: ReadOnlyField64 = 0x2400, "Guest-physical address", "B-5", "the 1-setting of the \"enable EPT\" VM-execution control";
-        ORIGINAL_EVENT_DATA: ReadOnlyField64 = 0x2404, "Original-event data", "B-5", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
+        MSR_DATA: ReadOnlyField64 = 0x2402, "MSR data", "B-5", "the 1-setting of the \"enable MSR-list instructions\" VM-execution control";
+        ORIGINAL_EVENT_DATA: ReadOnlyField64 = 0x2404, "Original-event data", "B-5", "FRED transitions";
 
         // Table B-9: 32-bit read-only data fields.
         VM_INSTRUCTION_ERROR: ReadOnlyField32 = 0x4400, "VM-instruction error", "B-9";
         EXIT_REASON: ReadOnlyField32 = 0x4402, "Exit reason", "B-9";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Exiting-event identification\"."]
         VM_EXIT_INTERRUPTION_INFO: ReadOnlyField32 = 0x4404, "VM-exit interruption information", "B-9";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Exiting-event error code\"."]
         VM_EXIT_INTERRUPTION_ERROR_CODE: ReadOnlyField32 = 0x4406, "VM-exit interruption error code", "B-9";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Original-event identification\"."]
         IDT_VECTORING_INFO: ReadOnlyField32 = 0x4408, "IDT-vectoring information field", "B-9";
+        #[doc = ""]
+        #[doc = "Newer SDM revisions call this field \"Original-event error code\"."]
         IDT_VECTORING_ERROR_CODE: ReadOnlyField32 = 0x440a, "IDT-vectoring error code", "B-9";
         VM_EXIT_INSTRUCTION_LENGTH: ReadOnlyField32 = 0x440c, "VM-exit instruction length", "B-9";
         VM_EXIT_INSTRUCTION_INFO: ReadOnlyField32 = 0x440e, "VM-exit instruction information", "B-9";
@@ -731,7 +748,7 @@ pub mod guest {
         TR_SELECTOR: GuestField16 = 0x080e, "Guest TR selector", "B-2";
         INTERRUPT_STATUS: GuestField16 = 0x0810, "Guest interrupt status", "B-2", "the 1-setting of the \"virtual-interrupt delivery\" VM-execution control";
         PML_INDEX: GuestField16 = 0x0812, "PML index", "B-2", "the 1-setting of the \"enable PML\" VM-execution control";
-        UINV: GuestField16 = 0x0814, "Guest UINV", "B-2", "user interrupts (the 1-setting of the \"load UINV\" VM-entry control)";
+        UINV: GuestField16 = 0x0814, "Guest UINV", "B-2", "the 1-setting of either the \"clear UINV\" VM-exit control or the \"load UINV\" VM-entry control";
 
         // Table B-6: 64-bit guest-state fields.
         VMCS_LINK_POINTER: GuestField64 = 0x2800, "VMCS link pointer", "B-6";
@@ -745,16 +762,16 @@ pub mod guest {
         PDPTE3: GuestField64 = 0x2810, "Guest PDPTE3", "B-6", "the 1-setting of the \"enable EPT\" VM-execution control";
         IA32_BNDCFGS: GuestField64 = 0x2812, "Guest IA32_BNDCFGS", "B-6", "the 1-setting of the \"load IA32_BNDCFGS\" VM-entry control or the \"clear IA32_BNDCFGS\" VM-exit control";
         IA32_RTIT_CTL: GuestField64 = 0x2814, "Guest IA32_RTIT_CTL", "B-6", "the 1-setting of the \"load IA32_RTIT_CTL\" VM-entry control or the \"clear IA32_RTIT_CTL\" VM-exit control";
-        IA32_LBR_CTL: GuestField64 = 0x2816, "Guest IA32_LBR_CTL", "B-6", "the 1-setting of the \"load guest IA32_LBR_CTL\" VM-entry control or the \"clear IA32_LBR_CTL\" VM-exit control";
+        IA32_LBR_CTL: GuestField64 = 0x2816, "Guest IA32_LBR_CTL", "B-6", "the 1-setting of the \"load IA32_LBR_CTL\" VM-entry control or the \"clear IA32_LBR_CTL\" VM-exit control";
         IA32_PKRS: GuestField64 = 0x2818, "Guest IA32_PKRS", "B-6", "the 1-setting of the \"load PKRS\" VM-entry control";
-        IA32_FRED_CONFIG: GuestField64 = 0x281a, "Guest IA32_FRED_CONFIG", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_RSP1: GuestField64 = 0x281c, "Guest IA32_FRED_RSP1", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_RSP2: GuestField64 = 0x281e, "Guest IA32_FRED_RSP2", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_RSP3: GuestField64 = 0x2820, "Guest IA32_FRED_RSP3", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_STKLVLS: GuestField64 = 0x2822, "Guest IA32_FRED_STKLVLS", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_SSP1: GuestField64 = 0x2824, "Guest IA32_FRED_SSP1", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_SSP2: GuestField64 = 0x2826, "Guest IA32_FRED_SSP2", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
-        IA32_FRED_SSP3: GuestField64 = 0x2828, "Guest IA32_FRED_SSP3", "B-6", "FRED (the 1-setting of the \"load FRED\" VM-entry control)";
+        IA32_FRED_CONFIG: GuestField64 = 0x281a, "Guest IA32_FRED_CONFIG", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_RSP1: GuestField64 = 0x281c, "Guest IA32_FRED_RSP1", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_RSP2: GuestField64 = 0x281e, "Guest IA32_FRED_RSP2", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_RSP3: GuestField64 = 0x2820, "Guest IA32_FRED_RSP3", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_STKLVLS: GuestField64 = 0x2822, "Guest IA32_FRED_STKLVLS", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_SSP1: GuestField64 = 0x2824, "Guest IA32_FRED_SSP1", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_SSP2: GuestField64 = 0x2826, "Guest IA32_FRED_SSP2", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
+        IA32_FRED_SSP3: GuestField64 = 0x2828, "Guest IA32_FRED_SSP3", "B-6", "the 1-setting of the \"load FRED\" VM-entry control or the \"save FRED\" VM-exit control";
 
         // Table B-10: 32-bit guest-state fields.
         ES_LIMIT: GuestField32 = 0x4800, "Guest ES limit", "B-10";
@@ -831,14 +848,14 @@ pub mod host {
         IA32_EFER: HostField64 = 0x2c02, "Host IA32_EFER", "B-7", "the 1-setting of the \"load IA32_EFER\" VM-exit control";
         IA32_PERF_GLOBAL_CTRL: HostField64 = 0x2c04, "Host IA32_PERF_GLOBAL_CTRL", "B-7", "the 1-setting of the \"load IA32_PERF_GLOBAL_CTRL\" VM-exit control";
         IA32_PKRS: HostField64 = 0x2c06, "Host IA32_PKRS", "B-7", "the 1-setting of the \"load PKRS\" VM-exit control";
-        IA32_FRED_CONFIG: HostField64 = 0x2c08, "Host IA32_FRED_CONFIG", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_RSP1: HostField64 = 0x2c0a, "Host IA32_FRED_RSP1", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_RSP2: HostField64 = 0x2c0c, "Host IA32_FRED_RSP2", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_RSP3: HostField64 = 0x2c0e, "Host IA32_FRED_RSP3", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_STKLVLS: HostField64 = 0x2c10, "Host IA32_FRED_STKLVLS", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_SSP1: HostField64 = 0x2c12, "Host IA32_FRED_SSP1", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_SSP2: HostField64 = 0x2c14, "Host IA32_FRED_SSP2", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
-        IA32_FRED_SSP3: HostField64 = 0x2c16, "Host IA32_FRED_SSP3", "B-7", "FRED (the 1-setting of the \"load FRED\" secondary VM-exit control)";
+        IA32_FRED_CONFIG: HostField64 = 0x2c08, "Host IA32_FRED_CONFIG", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_RSP1: HostField64 = 0x2c0a, "Host IA32_FRED_RSP1", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_RSP2: HostField64 = 0x2c0c, "Host IA32_FRED_RSP2", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_RSP3: HostField64 = 0x2c0e, "Host IA32_FRED_RSP3", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_STKLVLS: HostField64 = 0x2c10, "Host IA32_FRED_STKLVLS", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_SSP1: HostField64 = 0x2c12, "Host IA32_FRED_SSP1", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_SSP2: HostField64 = 0x2c14, "Host IA32_FRED_SSP2", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
+        IA32_FRED_SSP3: HostField64 = 0x2c16, "Host IA32_FRED_SSP3", "B-7", "the 1-setting of the \"load FRED\" (secondary) VM-exit control";
 
         // Table B-11: 32-bit host-state field.
         IA32_SYSENTER_CS: HostField32 = 0x4c00, "Host IA32_SYSENTER_CS", "B-11";
@@ -935,9 +952,9 @@ mod tests {
     use std::collections::BTreeSet;
 
     #[test]
-    fn table_has_199_fields_sorted_without_duplicates() {
+    fn table_has_201_fields_sorted_without_duplicates() {
         assert_eq!(ALL.len(), COUNT);
-        assert_eq!(COUNT, 199);
+        assert_eq!(COUNT, 201);
         for pair in ALL.windows(2) {
             assert!(
                 pair[0].encoding.0 < pair[1].encoding.0,
@@ -959,8 +976,8 @@ mod tests {
         };
         let expected = [
             (Width::Bits16, [5, 0, 11, 7]),
-            (Width::Bits64, [38, 2, 21, 12]),
-            (Width::Bits32, [19, 8, 23, 1]),
+            (Width::Bits64, [38, 3, 21, 12]),
+            (Width::Bits32, [20, 8, 23, 1]),
             (Width::Natural, [8, 6, 23, 15]),
         ];
         for (width, per_area) in expected {
@@ -1038,7 +1055,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(highs, 73);
+        assert_eq!(highs, 74);
         assert_eq!(
             guest::VMCS_LINK_POINTER.high().encoding(),
             FieldEncoding(0x2801)
