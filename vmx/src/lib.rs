@@ -121,6 +121,7 @@ pub use error::{VmFail, VmInstructionError};
 pub mod capabilities;
 pub mod controls;
 pub mod enable;
+pub mod exit;
 pub mod msr;
 pub mod fields;
 pub mod vmcs;
