@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 
 mod demo;
+mod nightly;
 mod steps;
 
 fn usage() -> ExitCode {
@@ -17,7 +18,8 @@ fn usage() -> ExitCode {
         "usage: cargo xtask <command>\n\n\
          commands:\n  \
          test    run every check and test (what CI runs)\n  \
-         demo    show what hvkit does today\n"
+         demo    show what hvkit does today\n  \
+         fuzz [SECONDS] [TARGET]   run the fuzz targets (default 60 s each)\n"
     );
     ExitCode::from(2)
 }
@@ -27,6 +29,14 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => steps::test(),
         Some("demo") => demo::run(),
+        Some("fuzz") => {
+            let seconds = match args.get(1).map(|s| s.parse::<u32>()) {
+                None => 60,
+                Some(Ok(s)) => s,
+                Some(Err(_)) => return usage(),
+            };
+            nightly::fuzz(seconds, args.get(2).map(String::as_str))
+        }
         _ => return usage(),
     };
     match result {

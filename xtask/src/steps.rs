@@ -147,6 +147,8 @@ pub(crate) fn test() -> Result {
         cargo().args(["test", "--workspace"]),
     )?;
 
+    crate::nightly::test_stage()?;
+
     println!(
         "\nxtask test: all steps passed in {:.0}s",
         start.elapsed().as_secs_f64()
