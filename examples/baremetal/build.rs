@@ -1,0 +1,8 @@
+//! Links the kernel with `linker.ld` (load address 1 MiB, multiboot headers first).
+
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| ".".into());
+    println!("cargo:rustc-link-arg-bins=-T{dir}/linker.ld");
+    println!("cargo:rustc-link-arg-bins=--no-pie");
+    println!("cargo:rerun-if-changed=linker.ld");
+}

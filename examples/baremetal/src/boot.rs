@@ -1,0 +1,301 @@
+//! Boot: the multiboot1 and multiboot2 headers, the 32-bit entry stub that switches to long mode
+//! with an identity map of the low 4 GiB, the GDT with a TSS (VMX rejects host TR = 0), and an IDT
+//! whose 32 exception gates report over serial and end the run with a FAIL marker.
+//!
+//! References: Multiboot Specification 0.6.96 §3.1 "OS image format" (the a.out kludge fields
+//! QEMU `-kernel` needs for a 64-bit ELF) and Multiboot2 Specification 2.0 §3.1; Intel SDM
+//! (325462-086US) Vol. 3A 10.8.5 "Initializing IA-32e Mode", 4.5 "4-Level Paging and 5-Level
+//! Paging", 8.2.3 "TSS Descriptor in 64-bit mode", 7.14.1 "64-Bit Mode IDT".
+// UNSAFETY: the boot stub is assembly by nature, and the exception entry point is called from it
+// by its unmangled name.
+#![expect(
+    unsafe_code,
+    reason = "boot stub, descriptor tables and exception entry are assembly"
+)]
+
+use core::arch::global_asm;
+use core::fmt::Write;
+
+use crate::serial::{self, Serial};
+
+/// The GDT selectors set up by the boot stub.
+pub mod selectors {
+    /// 64-bit ring-0 code segment.
+    pub const CODE: u16 = 0x08;
+    /// Ring-0 data segment (flat, 4 GiB).
+    pub const DATA: u16 = 0x10;
+    /// The 64-bit TSS (busy after LTR).
+    pub const TSS: u16 = 0x18;
+}
+
+/// The size of the TSS minus one (the limit in its descriptor): a 64-bit TSS without an I/O
+/// permission bitmap is 104 bytes (SDM Vol. 3A, 8.7 "Task Management in 64-bit Mode").
+pub const TSS_LIMIT: u32 = 0x67;
+
+global_asm!(
+    r#"
+    .section .multiboot, "a"
+    // Multiboot 1 header (magic, flags = a.out kludge, checksum, then the kludge addresses).
+    .balign 4
+mb1_header:
+    .long 0x1BADB002
+    .long 0x00010000
+    .long 0x100000000 - (0x1BADB002 + 0x00010000)
+    .long mb1_header
+    .long __image_start
+    .long __load_end
+    .long __bss_end
+    .long _start32
+
+    // Multiboot 2 header (magic, architecture 0 = i386, length, checksum, end tag).
+    .balign 8
+mb2_header:
+    .long 0xE85250D6
+    .long 0
+    .long mb2_header_end - mb2_header
+    .long 0x100000000 - (0xE85250D6 + (mb2_header_end - mb2_header))
+    .short 0
+    .short 0
+    .long 8
+mb2_header_end:
+
+    .section .boot32, "ax"
+    .code32
+    .global _start32
+_start32:
+    cli
+    cld
+    mov edi, eax
+    mov esi, ebx
+    mov esp, offset boot_stack_top
+
+    // PML4[0] -> PDPT; PDPT[0..4] -> four page directories of 2 MiB pages covering 0..4 GiB.
+    mov eax, offset boot_pdpt
+    or eax, 3
+    mov dword ptr [boot_pml4], eax
+    mov eax, offset boot_pd
+    or eax, 3
+    xor ecx, ecx
+2:
+    mov dword ptr [boot_pdpt + ecx * 8], eax
+    add eax, 4096
+    inc ecx
+    cmp ecx, 4
+    jb 2b
+    mov eax, 0x83
+    xor ecx, ecx
+3:
+    mov dword ptr [boot_pd + ecx * 8], eax
+    mov dword ptr [boot_pd + ecx * 8 + 4], 0
+    add eax, 0x200000
+    inc ecx
+    cmp ecx, 2048
+    jb 3b
+
+    // The TSS base goes into its GDT descriptor.
+    mov eax, offset boot_tss
+    mov word ptr [gdt_tss + 2], ax
+    shr eax, 16
+    mov byte ptr [gdt_tss + 4], al
+    mov byte ptr [gdt_tss + 7], ah
+
+    mov eax, offset boot_pml4
+    mov cr3, eax
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov ecx, 0xC0000080
+    rdmsr
+    or eax, 0x100
+    wrmsr
+    // CR0: PG, WP, NE, PE set; CD and NW (left set by some BIOSes) cleared.
+    mov eax, cr0
+    and eax, 0x9FFFFFFF
+    or eax, 0x80010021
+    mov cr0, eax
+    lgdt [gdt_pointer]
+    push 0x08
+    mov eax, offset long_mode_entry
+    push eax
+    retf
+
+    .code64
+long_mode_entry:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    lea rsp, [rip + boot_stack_top]
+    mov ax, 0x18
+    ltr ax
+
+    // IDT: 32 interrupt gates (present, DPL 0, type 0xE) pointing at the exception stubs.
+    lea r8, [rip + boot_idt]
+    lea r9, [rip + exception_stub_table]
+    xor ecx, ecx
+4:
+    mov rax, [r9 + rcx * 8]
+    mov word ptr [r8], ax
+    mov word ptr [r8 + 2], 0x08
+    mov word ptr [r8 + 4], 0x8E00
+    shr rax, 16
+    mov word ptr [r8 + 6], ax
+    shr rax, 16
+    mov dword ptr [r8 + 8], eax
+    mov dword ptr [r8 + 12], 0
+    add r8, 16
+    inc ecx
+    cmp ecx, 32
+    jb 4b
+    lidt [rip + idt_pointer]
+
+    mov edi, edi
+    mov esi, esi
+    call kernel_main
+5:
+    hlt
+    jmp 5b
+
+    .macro EXC_NOERR n
+exception_stub_\n:
+    push 0
+    push \n
+    jmp exception_common
+    .endm
+    .macro EXC_ERR n
+exception_stub_\n:
+    push \n
+    jmp exception_common
+    .endm
+    EXC_NOERR 0
+    EXC_NOERR 1
+    EXC_NOERR 2
+    EXC_NOERR 3
+    EXC_NOERR 4
+    EXC_NOERR 5
+    EXC_NOERR 6
+    EXC_NOERR 7
+    EXC_ERR 8
+    EXC_NOERR 9
+    EXC_ERR 10
+    EXC_ERR 11
+    EXC_ERR 12
+    EXC_ERR 13
+    EXC_ERR 14
+    EXC_NOERR 15
+    EXC_NOERR 16
+    EXC_ERR 17
+    EXC_NOERR 18
+    EXC_NOERR 19
+    EXC_NOERR 20
+    EXC_ERR 21
+    EXC_NOERR 22
+    EXC_NOERR 23
+    EXC_NOERR 24
+    EXC_NOERR 25
+    EXC_NOERR 26
+    EXC_NOERR 27
+    EXC_NOERR 28
+    EXC_ERR 29
+    EXC_ERR 30
+    EXC_NOERR 31
+
+exception_common:
+    mov rdi, rsp
+    and rsp, -16
+    call exception_handler
+6:
+    hlt
+    jmp 6b
+
+    .section .rodata.boot, "a"
+    .balign 8
+exception_stub_table:
+    .quad exception_stub_0, exception_stub_1, exception_stub_2, exception_stub_3
+    .quad exception_stub_4, exception_stub_5, exception_stub_6, exception_stub_7
+    .quad exception_stub_8, exception_stub_9, exception_stub_10, exception_stub_11
+    .quad exception_stub_12, exception_stub_13, exception_stub_14, exception_stub_15
+    .quad exception_stub_16, exception_stub_17, exception_stub_18, exception_stub_19
+    .quad exception_stub_20, exception_stub_21, exception_stub_22, exception_stub_23
+    .quad exception_stub_24, exception_stub_25, exception_stub_26, exception_stub_27
+    .quad exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
+
+    .section .data.boot, "aw"
+    .balign 16
+boot_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+gdt_tss:
+    .quad 0x0000890000000067
+    .quad 0
+boot_gdt_end:
+    .balign 8
+    .short 0
+gdt_pointer:
+    .short boot_gdt_end - boot_gdt - 1
+    .quad boot_gdt
+    .balign 8
+    .short 0
+idt_pointer:
+    .short 32 * 16 - 1
+    .quad boot_idt
+
+    .section .bss.boot, "aw", @nobits
+    .balign 4096
+boot_pml4:
+    .skip 4096
+boot_pdpt:
+    .skip 4096
+boot_pd:
+    .skip 4 * 4096
+boot_idt:
+    .skip 32 * 16
+    .balign 16
+    .global boot_tss
+boot_tss:
+    .skip 104
+    .balign 16
+boot_stack:
+    .skip 64 * 1024
+boot_stack_top:
+"#
+);
+
+/// What the exception stubs push: vector, error code (0 when the CPU pushes none), then the
+/// interrupt frame of SDM Vol. 3A, 7.14.2 "64-Bit Mode Stack Frame".
+#[repr(C)]
+#[derive(Debug)]
+pub struct ExceptionFrame {
+    vector: u64,
+    error_code: u64,
+    rip: u64,
+    cs: u64,
+    rflags: u64,
+    rsp: u64,
+    ss: u64,
+}
+
+/// Reports an exception and ends the run as a failure.
+#[unsafe(no_mangle)]
+extern "C" fn exception_handler(frame: &ExceptionFrame) -> ! {
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    let _ = writeln!(
+        Serial,
+        "FAIL exception: vector {} error {:#x} rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} cr2 {cr2:#x}",
+        frame.vector, frame.error_code, frame.rip, frame.cs, frame.rflags, frame.rsp
+    );
+    serial::finish(false, 0)
+}
+
+unsafe extern "C" {
+    /// The TSS the boot stub loaded into TR (only its address is used).
+    static boot_tss: u8;
+}
+
+/// The linear (= physical) address of the TSS in TR.
+pub fn tss_base() -> u64 {
+    (&raw const boot_tss) as u64
+}

@@ -1,0 +1,65 @@
+//! hvkit-baremetal: a test kernel that boots from GRUB (multiboot2, Bochs) or QEMU `-kernel`
+//! (multiboot1), detects VMX or SVM and runs an end-to-end case against the hvkit crates,
+//! printing one line per check and a final `RESULT PASS|FAIL exits=N` marker on COM1.
+#![no_std]
+#![no_main]
+
+mod boot;
+mod serial;
+mod sync;
+mod vmx_smoke;
+
+use core::arch::x86_64::__cpuid;
+
+/// Which virtualization extension this CPU offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vendor {
+    Intel,
+    Amd,
+    Other,
+}
+
+fn vendor() -> Vendor {
+    let leaf0 = __cpuid(0);
+    let mut id = [0u8; 12];
+    id[..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
+    id[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
+    id[8..].copy_from_slice(&leaf0.ecx.to_le_bytes());
+    match &id {
+        b"GenuineIntel" => Vendor::Intel,
+        b"AuthenticAMD" => Vendor::Amd,
+        _ => Vendor::Other,
+    }
+}
+
+/// The Rust entry point, called by the boot stub in 64-bit mode with the multiboot magic and the
+/// physical address of the multiboot information.
+// UNSAFETY: the boot stub calls this function by its unmangled name.
+#[expect(unsafe_code, reason = "entry point called from the boot stub")]
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
+    serial::init();
+    let boot = match magic {
+        0x2BAD_B002 => "multiboot1",
+        0x36D7_6289 => "multiboot2",
+        _ => "unknown loader",
+    };
+    println!("hvkit-baremetal: booted by {boot} (info at {info:#x})");
+    let vmx = __cpuid(1).ecx & (1 << 5) != 0;
+    let svm = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 2) != 0;
+    let vendor = vendor();
+    println!("cpu: {vendor:?}, vmx {vmx}, svm {svm}");
+    match vendor {
+        Vendor::Intel if vmx => vmx_smoke::run(),
+        _ => {
+            println!("FAIL no supported virtualization extension");
+            serial::finish(false, 0)
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("FAIL panic: {info}");
+    serial::finish(false, 0)
+}
