@@ -424,3 +424,220 @@ impl InstructionInfo {
         Self::decode(reason, self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a memory-form instruction-information value.
+    fn memory_info(
+        scale_bits: u32,
+        address_size: u32,
+        segment: u32,
+        index: Option<u32>,
+        base: Option<u32>,
+    ) -> u32 {
+        let mut raw = scale_bits | (address_size << 7) | (segment << 15);
+        raw |= match index {
+            Some(i) => i << 18,
+            None => 1 << 22,
+        };
+        raw |= match base {
+            Some(b) => b << 23,
+            None => 1 << 27,
+        };
+        raw
+    }
+
+    #[test]
+    fn vmread_to_memory_with_sib() {
+        // vmread [rbx + rcx*8 + disp], rdx in 64-bit mode, DS segment.
+        let raw = memory_info(3, 2, 3, Some(1), Some(3)) | (2 << 28);
+        let info = VmreadVmwriteInstructionInfo(raw);
+        assert_eq!(
+            info.operand(),
+            Operand::Memory(MemoryOperand {
+                address_size: AddressSize::Bits64,
+                segment: SegmentRegister::Ds,
+                index: Some((Gpr::Rcx, 8)),
+                base: Some(Gpr::Rbx),
+            })
+        );
+        assert_eq!(info.field_register(), Gpr::Rdx);
+    }
+
+    #[test]
+    fn vmwrite_from_register() {
+        // vmwrite rax (field encoding), r9 (value): reg1 = R9, bit 10 = 1, reg2 = RAX.
+        let info = VmreadVmwriteInstructionInfo((9 << 3) | (1 << 10));
+        assert_eq!(info.operand(), Operand::Register(Gpr::R9));
+        assert_eq!(info.field_register(), Gpr::Rax);
+    }
+
+    #[test]
+    fn memory_operand_without_index_or_base() {
+        // vmptrld [disp32] in 32-bit mode: no index, no base, DS.
+        let info = VmxMemoryInstructionInfo(memory_info(0, 1, 3, None, None));
+        let op = info.memory_operand();
+        assert_eq!(op.address_size, AddressSize::Bits32);
+        assert_eq!(op.index, None);
+        assert_eq!(op.base, None);
+        // RIP-relative operands have neither index nor base either; scaling is ignored.
+        let rip = VmxMemoryInstructionInfo(memory_info(2, 2, 3, None, None));
+        assert_eq!(rip.memory_operand().index, None);
+        // Every scale encoding.
+        for (bits, factor) in [(0, 1), (1, 2), (2, 4), (3, 8)] {
+            let op = VmxMemoryInstructionInfo(memory_info(bits, 2, 2, Some(15), Some(4)))
+                .memory_operand();
+            assert_eq!(op.index, Some((Gpr::R15, factor)));
+            assert_eq!(op.base, Some(Gpr::Rsp));
+            assert_eq!(op.segment, SegmentRegister::Ss);
+        }
+        // Unused address size and segment encodings are data.
+        let odd = VmxMemoryInstructionInfo(memory_info(0, 5, 7, None, None)).memory_operand();
+        assert_eq!(odd.address_size, AddressSize::Unused(5));
+        assert_eq!(odd.segment, SegmentRegister::Unused(7));
+    }
+
+    #[test]
+    fn invept_invpcid_invvpid() {
+        // invept rax, [rdi] (64-bit): type in RAX, descriptor at [rdi].
+        let info = InvalidationInstructionInfo(memory_info(0, 2, 3, None, Some(7)));
+        assert_eq!(info.type_register(), Gpr::Rax);
+        assert_eq!(info.memory_operand().base, Some(Gpr::Rdi));
+        let info = InvalidationInstructionInfo(memory_info(0, 2, 3, None, Some(7)) | (14 << 28));
+        assert_eq!(info.type_register(), Gpr::R14);
+    }
+
+    #[test]
+    fn descriptor_table_instructions() {
+        let cases = [
+            (0, DescriptorTableInstruction::Sgdt),
+            (1, DescriptorTableInstruction::Sidt),
+            (2, DescriptorTableInstruction::Lgdt),
+            (3, DescriptorTableInstruction::Lidt),
+        ];
+        for (bits, instruction) in cases {
+            let raw = memory_info(0, 1, 3, None, Some(0)) | (1 << 11) | (bits << 28);
+            let info = DescriptorTableInstructionInfo(raw);
+            assert_eq!(info.instruction(), instruction);
+            assert_eq!(info.operand_size(), 32);
+            assert_eq!(info.memory_operand().base, Some(Gpr::Rax));
+        }
+        assert_eq!(DescriptorTableInstructionInfo(0).operand_size(), 16);
+    }
+
+    #[test]
+    fn ldtr_tr_instructions() {
+        // ltr ax: register form.
+        let ltr = LdtrTrInstructionInfo((1 << 10) | (3 << 28));
+        assert_eq!(ltr.instruction(), LdtrTrInstruction::Ltr);
+        assert_eq!(ltr.operand(), Operand::Register(Gpr::Rax));
+        // sldt [rbp + rsi*2]
+        let sldt = LdtrTrInstructionInfo(memory_info(1, 2, 2, Some(6), Some(5)));
+        assert_eq!(sldt.instruction(), LdtrTrInstruction::Sldt);
+        assert!(matches!(
+            sldt.operand(),
+            Operand::Memory(MemoryOperand {
+                index: Some((Gpr::Rsi, 2)),
+                base: Some(Gpr::Rbp),
+                ..
+            })
+        ));
+        assert_eq!(
+            LdtrTrInstructionInfo(1 << 28).instruction(),
+            LdtrTrInstruction::Str
+        );
+        assert_eq!(
+            LdtrTrInstructionInfo(2 << 28).instruction(),
+            LdtrTrInstruction::Lldt
+        );
+    }
+
+    #[test]
+    fn rdrand_rdseed_wait_loadiwkey_ins_outs() {
+        // rdrand r10 (64-bit).
+        let rdrand = RdrandRdseedInstructionInfo((10 << 3) | (2 << 11));
+        assert_eq!(rdrand.destination(), Gpr::R10);
+        assert_eq!(rdrand.operand_size(), RdrandOperandSize::Bits64);
+        assert_eq!(
+            RdrandRdseedInstructionInfo(1 << 11).operand_size(),
+            RdrandOperandSize::Bits32
+        );
+        assert_eq!(
+            RdrandRdseedInstructionInfo(0).operand_size(),
+            RdrandOperandSize::Bits16
+        );
+        assert_eq!(
+            RdrandRdseedInstructionInfo(3 << 11).operand_size(),
+            RdrandOperandSize::Unused(3)
+        );
+        // tpause ecx
+        assert_eq!(WaitInstructionInfo(1 << 3).register(), Gpr::Rcx);
+        // loadiwkey xmm1, xmm2
+        let key = LoadIwkeyInstructionInfo((1 << 3) | (2 << 28));
+        assert_eq!(key.register1(), XmmRegister(1));
+        assert_eq!(key.register2(), XmmRegister(2));
+        // rep outsb with a 32-bit address size from FS.
+        let outs = InsOutsInstructionInfo((1 << 7) | (4 << 15));
+        assert_eq!(outs.address_size(), AddressSize::Bits32);
+        assert_eq!(outs.segment(), SegmentRegister::Fs);
+    }
+
+    #[test]
+    fn decode_dispatch() {
+        use DecodedInstructionInfo as D;
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::VMREAD, 0),
+            D::VmreadVmwrite(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::INVPCID, 0),
+            D::Invalidation(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::XSAVES, 0),
+            D::VmxMemory(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::TPAUSE, 0),
+            D::Wait(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::LOADIWKEY, 0),
+            D::LoadIwkey(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::GDTR_IDTR_ACCESS, 0),
+            D::DescriptorTable(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::LDTR_TR_ACCESS, 0),
+            D::LdtrTr(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::RDSEED, 0),
+            D::RdrandRdseed(_)
+        ));
+        assert!(matches!(
+            InstructionInfo::decode(BasicExitReason::IO_INSTRUCTION, 0),
+            D::InsOuts(_)
+        ));
+        assert_eq!(
+            InstructionInfo::decode(BasicExitReason::CPUID, 5),
+            D::NotDefined
+        );
+        assert_eq!(
+            InstructionInfo(5).decode_for(BasicExitReason(300)),
+            D::UnknownReason(5)
+        );
+        let defined = BasicExitReason::ALL
+            .iter()
+            .filter(|&&r| InstructionInfo::decode(r, 0) != D::NotDefined)
+            .count();
+        // 30, 46, 47, 50, 53, 58, 57, 61, 67, 68, 69, 19, 21, 22, 27, 63, 64, 23, 25.
+        assert_eq!(defined, 19);
+        let dbg = format!("{:?}", VmreadVmwriteInstructionInfo((9 << 3) | (1 << 10)));
+        assert!(dbg.contains("R9"), "{dbg}");
+    }
+}

@@ -700,3 +700,289 @@ fn check_error_code_width(error_code: u32) -> Result<(), EventInjectionError> {
         Err(EventInjectionError::ErrorCodeTooWide(error_code))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interruption_type_encodings() {
+        for bits in 0..8 {
+            assert_eq!(InterruptionType::from_bits(bits).bits(), bits);
+        }
+        assert_eq!(
+            InterruptionType::from_bits(1),
+            InterruptionType::Reserved(1)
+        );
+        assert_eq!(
+            InterruptionType::from_bits(3),
+            InterruptionType::HardwareException
+        );
+        assert!(InterruptionType::SoftwareInterrupt.uses_instruction_length());
+        assert!(!InterruptionType::HardwareException.uses_instruction_length());
+    }
+
+    #[test]
+    fn exit_interruption_info_page_fault_nmi_and_external_interrupt() {
+        // #PF with error code, valid: 0x8000_0B0E.
+        let pf = ExitInterruptionInfo(0x8000_0B0E);
+        assert!(pf.is_valid());
+        assert_eq!(pf.vector(), 14);
+        assert_eq!(pf.interruption_type(), InterruptionType::HardwareException);
+        assert!(pf.error_code_valid());
+        assert!(!pf.nmi_unblocking_due_to_iret());
+        assert_eq!(pf.reserved_bits(), 0);
+        // NMI: 0x8000_0202.
+        let nmi = ExitInterruptionInfo(0x8000_0202);
+        assert_eq!(nmi.interruption_type(), InterruptionType::Nmi);
+        assert_eq!(nmi.vector(), 2);
+        assert!(!nmi.error_code_valid());
+        // #GP during an IRET that unblocked NMIs: bit 12.
+        let gp = ExitInterruptionInfo(0x8000_1B0D);
+        assert!(gp.nmi_unblocking_due_to_iret() && gp.error_code_valid());
+        // Acknowledged external interrupt vector 0xEC.
+        let ext = ExitInterruptionInfo(0x8000_00EC);
+        assert_eq!(ext.interruption_type(), InterruptionType::ExternalInterrupt);
+        assert_eq!(ext.vector(), 0xEC);
+        // #BP from INT3 is a software exception.
+        assert_eq!(
+            ExitInterruptionInfo(0x8000_0603).interruption_type(),
+            InterruptionType::SoftwareException
+        );
+        // Not valid, and reserved bits kept.
+        assert!(!ExitInterruptionInfo(0x0000_0B0E).is_valid());
+        assert_eq!(
+            ExitInterruptionInfo(0xFFFF_FFFF).reserved_bits(),
+            0x7FFF_E000
+        );
+        assert!(format!("{:?}", ExitInterruptionInfo(0)).contains("invalid"));
+        assert!(format!("{pf:?}").contains("HardwareException"));
+    }
+
+    #[test]
+    fn idt_vectoring_info_and_reinjection() {
+        // The exit interrupted delivery of INT 0x80 (software interrupt, type 4).
+        let int80 = IdtVectoringInfo(0x8000_0480);
+        assert!(int80.is_valid());
+        assert_eq!(int80.vector(), 0x80);
+        assert_eq!(
+            int80.interruption_type(),
+            InterruptionType::SoftwareInterrupt
+        );
+        assert!(!int80.error_code_valid());
+        assert_eq!(
+            int80.reinjection(0, 2),
+            Ok(Some(EventInjection::software_interrupt(0x80, 2).unwrap()))
+        );
+        // #PF with error code; the undefined bit 12 is dropped for re-injection.
+        let pf = IdtVectoringInfo(0x8000_1B0E);
+        assert!(pf.error_code_valid());
+        let again = pf.reinjection(0x6, 0).unwrap().unwrap();
+        assert_eq!(
+            again,
+            EventInjection::hardware_exception(14, Some(6)).unwrap()
+        );
+        // Not valid: nothing to re-inject.
+        assert_eq!(IdtVectoringInfo(0x0000_0B0E).reinjection(0, 0), Ok(None));
+        assert_eq!(IdtVectoringInfo(0xC000_0000).reserved_bits(), 0x4000_0000);
+    }
+
+    #[test]
+    fn entry_interruption_info_fields() {
+        let info = EntryInterruptionInfo(0x8000_0B0D);
+        assert!(info.is_valid() && info.deliver_error_code());
+        assert_eq!(info.vector(), 13);
+        assert_eq!(
+            info.interruption_type(),
+            InterruptionType::HardwareException
+        );
+        assert_eq!(info.reserved_bits(), 0);
+        assert_eq!(EntryInterruptionInfo(0x8000_1000).reserved_bits(), 0x1000);
+    }
+
+    #[test]
+    fn builders_produce_the_sdm_encodings() {
+        assert_eq!(
+            EventInjection::external_interrupt(0x20)
+                .interruption_info()
+                .0,
+            0x8000_0020
+        );
+        assert_eq!(EventInjection::nmi().interruption_info().0, 0x8000_0202);
+        assert_eq!(
+            EventInjection::pending_mtf().interruption_info().0,
+            0x8000_0700
+        );
+        let gp = EventInjection::hardware_exception(13, Some(0)).unwrap();
+        assert_eq!(gp.interruption_info().0, 0x8000_0B0D);
+        assert_eq!(gp.error_code(), Some(0));
+        assert_eq!(gp.instruction_length(), None);
+        let ud = EventInjection::hardware_exception(6, None).unwrap();
+        assert_eq!(ud.interruption_info().0, 0x8000_0306);
+        assert_eq!(ud.error_code(), None);
+        let df = EventInjection::hardware_exception(8, Some(0)).unwrap();
+        assert_eq!(df.interruption_info().0, 0x8000_0B08);
+        let cp = EventInjection::hardware_exception(21, Some(3)).unwrap();
+        assert_eq!(cp.interruption_info().0, 0x8000_0B15);
+        let bp = EventInjection::software_exception(3, 1).unwrap();
+        assert_eq!(bp.interruption_info().0, 0x8000_0603);
+        assert_eq!(bp.instruction_length(), Some(1));
+        let int1 = EventInjection::privileged_software_exception(1, 1).unwrap();
+        assert_eq!(int1.interruption_info().0, 0x8000_0501);
+        let int21 = EventInjection::software_interrupt(0x21, 2).unwrap();
+        assert_eq!(int21.interruption_info().0, 0x8000_0421);
+        assert_eq!(int21.vector(), 0x21);
+        let real = EventInjection::real_mode_hardware_exception(13).unwrap();
+        assert_eq!(real.interruption_info().0, 0x8000_030D);
+        assert_eq!(real.error_code(), None);
+        let any = EventInjection::hardware_exception_any_error_code(6, Some(0)).unwrap();
+        assert_eq!(any.interruption_info().0, 0x8000_0B06);
+    }
+
+    #[test]
+    fn builders_reject_invalid_combinations() {
+        use EventInjectionError as E;
+        assert_eq!(
+            EventInjection::hardware_exception(32, None),
+            Err(E::NotAnExceptionVector(32))
+        );
+        assert_eq!(
+            EventInjection::hardware_exception(2, None),
+            Err(E::NmiAsException)
+        );
+        assert_eq!(
+            EventInjection::hardware_exception(3, Some(0)),
+            Err(E::UnexpectedErrorCode {
+                vector: 3,
+                error_code: 0
+            })
+        );
+        for vector in EventInjection::ERROR_CODE_VECTORS {
+            assert_eq!(
+                EventInjection::hardware_exception(vector, None),
+                Err(E::MissingErrorCode(vector))
+            );
+            assert!(EventInjection::hardware_exception(vector, Some(0)).is_ok());
+        }
+        for vector in (0..32).filter(|v| !EventInjection::ERROR_CODE_VECTORS.contains(v)) {
+            assert!(!EventInjection::exception_has_error_code(vector));
+            if vector != 2 {
+                assert!(EventInjection::hardware_exception(vector, None).is_ok());
+            }
+        }
+        assert_eq!(
+            EventInjection::hardware_exception(13, Some(0x1_0000)),
+            Err(E::ErrorCodeTooWide(0x1_0000))
+        );
+        assert_eq!(
+            EventInjection::hardware_exception_any_error_code(6, Some(0xFFFF_0000)),
+            Err(E::ErrorCodeTooWide(0xFFFF_0000))
+        );
+        assert_eq!(
+            EventInjection::real_mode_hardware_exception(40),
+            Err(E::NotAnExceptionVector(40))
+        );
+        assert_eq!(
+            EventInjection::software_interrupt(0x80, 0),
+            Err(E::InvalidInstructionLength(0))
+        );
+        assert_eq!(
+            EventInjection::software_interrupt(0x80, 16),
+            Err(E::InvalidInstructionLength(16))
+        );
+        assert_eq!(
+            EventInjection::software_exception(0x80, 1),
+            Err(E::NotAnExceptionVector(0x80))
+        );
+        assert_eq!(
+            EventInjection::privileged_software_exception(2, 1),
+            Err(E::NmiAsException)
+        );
+        // The errors display their values.
+        assert!(format!("{}", E::ErrorCodeTooWide(0x1_0000)).contains("0x10000"));
+    }
+
+    #[test]
+    fn from_fields_checks_like_vm_entry() {
+        use EventInjectionError as E;
+        assert_eq!(EventInjection::from_fields(0x0000_0B0E, 0, 0), Ok(None));
+        assert_eq!(
+            EventInjection::from_fields(0x8000_1000, 0, 0),
+            Err(E::ReservedBits(0x1000))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0100, 0, 0),
+            Err(E::ReservedType)
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0203, 0, 0),
+            Err(E::NmiVector(3))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0320, 0, 0),
+            Err(E::NotAnExceptionVector(0x20))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0701, 0, 0),
+            Err(E::OtherEventVector(1))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0820, 0, 0),
+            Err(E::ErrorCodeForNonException(
+                InterruptionType::ExternalInterrupt
+            ))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0B0D, 0x1_0000, 0),
+            Err(E::ErrorCodeTooWide(0x1_0000))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0480, 0, 16),
+            Err(E::InvalidInstructionLength(16))
+        );
+        assert_eq!(
+            EventInjection::from_fields(0x8000_0480, 0, u32::MAX),
+            Err(E::InvalidInstructionLength(u32::MAX))
+        );
+        // Length 0 is accepted here (IA32_VMX_MISC bit 30), and ignored for other types.
+        let zero = EventInjection::from_fields(0x8000_0480, 0, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(zero.instruction_length(), Some(0));
+        let ext = EventInjection::from_fields(0x8000_0030, 0xDEAD, 99)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ext.error_code(), None);
+        assert_eq!(ext.instruction_length(), None);
+    }
+
+    #[test]
+    fn builders_round_trip_through_the_raw_fields() {
+        let mut all = vec![
+            EventInjection::external_interrupt(0x20),
+            EventInjection::external_interrupt(0xFF),
+            EventInjection::nmi(),
+            EventInjection::pending_mtf(),
+            EventInjection::software_interrupt(0x80, 2).unwrap(),
+            EventInjection::software_exception(3, 1).unwrap(),
+            EventInjection::software_exception(4, 1).unwrap(),
+            EventInjection::privileged_software_exception(1, 1).unwrap(),
+            EventInjection::real_mode_hardware_exception(13).unwrap(),
+            EventInjection::hardware_exception_any_error_code(0, Some(0xFFFF)).unwrap(),
+        ];
+        for vector in (0..32).filter(|&v| v != 2) {
+            let code = EventInjection::exception_has_error_code(vector).then_some(0x1A);
+            all.push(EventInjection::hardware_exception(vector, code).unwrap());
+        }
+        for injection in all {
+            let back = EventInjection::from_fields(
+                injection.interruption_info().0,
+                injection.error_code().unwrap_or(0),
+                u32::from(injection.instruction_length().unwrap_or(0)),
+            );
+            assert_eq!(back, Ok(Some(injection)), "{injection:?}");
+            assert!(injection.interruption_info().is_valid());
+            assert_eq!(injection.interruption_info().reserved_bits(), 0);
+        }
+    }
+}

@@ -1213,3 +1213,454 @@ impl ExitQualification {
         Self::decode(reason, self.0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_exception_single_step_breakpoints_bd_and_rtm() {
+        // Single step: DR6.BS.
+        let bs = DebugExceptionQualification::decode(0x4000);
+        assert_eq!(bs, DebugExceptionQualification::BS);
+        assert_eq!(bs.breakpoints(), 0);
+        // Breakpoint 1 hit and a general-detect (BD) condition.
+        let b1_bd = DebugExceptionQualification::decode(0x2002);
+        assert!(b1_bd.contains(DebugExceptionQualification::B1 | DebugExceptionQualification::BD));
+        assert!(!b1_bd.contains(DebugExceptionQualification::B0));
+        assert_eq!(b1_bd.breakpoints(), 0b0010);
+        // All four breakpoints plus RTM.
+        let all = DebugExceptionQualification::decode(0x1_000F);
+        assert_eq!(all.breakpoints(), 0xF);
+        assert!(all.contains(DebugExceptionQualification::RTM));
+        assert_eq!(all.reserved_bits(), 0);
+        // Reserved bits survive decoding.
+        let odd = DebugExceptionQualification::decode(0x8000 | 0x10 | 0x1);
+        assert_eq!(odd.reserved_bits(), 0x8010);
+        assert!(odd.contains(DebugExceptionQualification::B0));
+    }
+
+    #[test]
+    fn exception_qualification_needs_the_vector() {
+        let q = ExceptionQualification(0xFFFF_8000_DEAD_B000);
+        assert_eq!(
+            q.for_vector(14),
+            ExceptionDetail::PageFault {
+                linear_address: 0xFFFF_8000_DEAD_B000
+            }
+        );
+        assert_eq!(
+            ExceptionQualification(0x4000).for_vector(1),
+            ExceptionDetail::Debug(DebugExceptionQualification::BS)
+        );
+        assert_eq!(q.for_vector(13), ExceptionDetail::NotDefined);
+        assert_eq!(q.for_vector(2), ExceptionDetail::NotDefined);
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::EXCEPTION_OR_NMI, 0x1234),
+            DecodedQualification::ExceptionOrNmi(ExceptionQualification(0x1234))
+        );
+    }
+
+    #[test]
+    fn sipi_vector() {
+        let q = SipiQualification(0x9A);
+        assert_eq!(q.vector(), 0x9A);
+        assert_eq!(q.start_address(), 0x9_A000);
+        assert_eq!(q.reserved_bits(), 0);
+        assert_eq!(SipiQualification(0x1FF).reserved_bits(), 0x100);
+        assert_eq!(SipiQualification(0x1FF).vector(), 0xFF);
+    }
+
+    #[test]
+    fn task_switch_every_source() {
+        // A task gate in the IDT to selector 0x28.
+        let gate = TaskSwitchQualification(0xC000_0028);
+        assert_eq!(gate.tss_selector(), 0x28);
+        assert_eq!(gate.source(), TaskSwitchSource::TaskGateInIdt);
+        assert_eq!(gate.reserved_bits(), 0);
+        assert_eq!(
+            TaskSwitchQualification(0x0000_0030).source(),
+            TaskSwitchSource::Call
+        );
+        assert_eq!(
+            TaskSwitchQualification(0x4000_0030).source(),
+            TaskSwitchSource::Iret
+        );
+        assert_eq!(
+            TaskSwitchQualification(0x8000_FFF8).source(),
+            TaskSwitchSource::Jmp
+        );
+        assert_eq!(TaskSwitchQualification(0x8000_FFF8).tss_selector(), 0xFFF8);
+        assert_eq!(
+            TaskSwitchQualification(0x1_0001_0000).reserved_bits(),
+            0x1_0001_0000
+        );
+    }
+
+    #[test]
+    fn displacement_is_sign_extended() {
+        assert_eq!(DisplacementQualification(0x10).displacement(), 16);
+        assert_eq!(DisplacementQualification(u64::MAX - 7).displacement(), -8);
+        assert_eq!(DisplacementQualification(0).displacement(), 0);
+        for reason in [
+            BasicExitReason::VMCLEAR,
+            BasicExitReason::VMPTRLD,
+            BasicExitReason::VMPTRST,
+            BasicExitReason::VMREAD,
+            BasicExitReason::VMWRITE,
+            BasicExitReason::VMXON,
+            BasicExitReason::GDTR_IDTR_ACCESS,
+            BasicExitReason::LDTR_TR_ACCESS,
+            BasicExitReason::INVEPT,
+            BasicExitReason::INVVPID,
+            BasicExitReason::INVPCID,
+            BasicExitReason::XSAVES,
+            BasicExitReason::XRSTORS,
+        ] {
+            assert_eq!(
+                ExitQualification::decode(reason, 0xFFFF_FFFF_FFFF_FFF0),
+                DecodedQualification::Displacement(DisplacementQualification(
+                    0xFFFF_FFFF_FFFF_FFF0
+                )),
+                "{reason:?}"
+            );
+        }
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::INVLPG, 0x7FFF_1000),
+            DecodedQualification::Invlpg {
+                linear_address: 0x7FFF_1000
+            }
+        );
+    }
+
+    #[test]
+    fn control_register_accesses() {
+        // mov cr3, rax
+        let mov_to_cr3 = ControlRegisterAccessQualification(0x3);
+        assert_eq!(mov_to_cr3.control_register(), 3);
+        assert_eq!(mov_to_cr3.access_type(), CrAccessType::MovToCr);
+        assert_eq!(mov_to_cr3.register(), Some(Gpr::Rax));
+        assert_eq!(mov_to_cr3.lmsw_operand(), None);
+        assert_eq!(mov_to_cr3.lmsw_source_data(), None);
+        // mov rbx, cr4: CR 4, type 1, GPR 3.
+        let mov_from_cr4 = ControlRegisterAccessQualification(0x314);
+        assert_eq!(mov_from_cr4.control_register(), 4);
+        assert_eq!(mov_from_cr4.access_type(), CrAccessType::MovFromCr);
+        assert_eq!(mov_from_cr4.register(), Some(Gpr::Rbx));
+        // mov cr8, r15
+        let mov_to_cr8 = ControlRegisterAccessQualification(0xF08);
+        assert_eq!(mov_to_cr8.control_register(), 8);
+        assert_eq!(mov_to_cr8.register(), Some(Gpr::R15));
+        // clts
+        let clts = ControlRegisterAccessQualification(0x20);
+        assert_eq!(clts.access_type(), CrAccessType::Clts);
+        assert_eq!(clts.register(), None);
+        assert_eq!(clts.control_register(), 0);
+        // lmsw word [mem] with source data 0x0001 (set PE).
+        let lmsw = ControlRegisterAccessQualification(0x1_0070);
+        assert_eq!(lmsw.access_type(), CrAccessType::Lmsw);
+        assert_eq!(lmsw.lmsw_operand(), Some(LmswOperand::Memory));
+        assert_eq!(lmsw.lmsw_source_data(), Some(1));
+        assert_eq!(lmsw.register(), None);
+        // lmsw ax with 0xFFFF
+        let lmsw_reg = ControlRegisterAccessQualification(0xFFFF_0030);
+        assert_eq!(lmsw_reg.lmsw_operand(), Some(LmswOperand::Register));
+        assert_eq!(lmsw_reg.lmsw_source_data(), Some(0xFFFF));
+        assert_eq!(lmsw_reg.reserved_bits(), 0);
+        assert_eq!(
+            ControlRegisterAccessQualification(0x1_0000_F083).reserved_bits(),
+            0x1_0000_F080
+        );
+        let dbg = format!("{mov_from_cr4:?}");
+        assert!(dbg.contains("MovFromCr") && dbg.contains("Rbx"), "{dbg}");
+    }
+
+    #[test]
+    fn mov_dr() {
+        // mov dr7, rcx
+        let to_dr7 = MovDrQualification(0x107);
+        assert_eq!(to_dr7.debug_register(), 7);
+        assert_eq!(to_dr7.direction(), MovDrDirection::ToDr);
+        assert_eq!(to_dr7.register(), Gpr::Rcx);
+        assert_eq!(to_dr7.reserved_bits(), 0);
+        // mov rdx, dr6
+        let from_dr6 = MovDrQualification(0x216);
+        assert_eq!(from_dr6.debug_register(), 6);
+        assert_eq!(from_dr6.direction(), MovDrDirection::FromDr);
+        assert_eq!(from_dr6.register(), Gpr::Rdx);
+        // mov r12, dr0
+        let from_dr0 = MovDrQualification(0xC10);
+        assert_eq!(from_dr0.debug_register(), 0);
+        assert_eq!(from_dr0.register(), Gpr::R12);
+        assert_eq!(MovDrQualification(0x10E8).reserved_bits(), 0x10E8);
+    }
+
+    #[test]
+    fn io_instructions() {
+        // out dx, al with DX = 0x3f8 (COM1).
+        let out = IoInstructionQualification(0x03F8_0000);
+        assert_eq!(out.port(), 0x3F8);
+        assert_eq!(out.size(), IoAccessSize::Byte);
+        assert_eq!(out.size().bytes(), Some(1));
+        assert_eq!(out.direction(), IoDirection::Out);
+        assert!(!out.is_string() && !out.is_rep());
+        assert_eq!(out.port_operand(), IoPortOperand::Dx);
+        assert_eq!(out.reserved_bits(), 0);
+        // in eax, 0x60
+        let inb = IoInstructionQualification(0x0060_004B);
+        assert_eq!(inb.port(), 0x60);
+        assert_eq!(inb.size(), IoAccessSize::Dword);
+        assert_eq!(inb.direction(), IoDirection::In);
+        assert_eq!(inb.port_operand(), IoPortOperand::Immediate);
+        // rep outsw to port 0x1F0.
+        let rep_outs = IoInstructionQualification(0x01F0_0031);
+        assert_eq!(rep_outs.size(), IoAccessSize::Word);
+        assert!(rep_outs.is_string() && rep_outs.is_rep());
+        assert_eq!(rep_outs.direction(), IoDirection::Out);
+        // The unused size encoding 2 is data.
+        assert_eq!(
+            IoInstructionQualification(2).size(),
+            IoAccessSize::Unused(2)
+        );
+        assert_eq!(IoInstructionQualification(2).size().bytes(), None);
+        assert_eq!(IoInstructionQualification(0xFFFF).port(), 0);
+        assert_eq!(IoInstructionQualification(0xFF80).reserved_bits(), 0xFF80);
+        // An I/O SMI reuses the layout.
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::IO_SMI, 0x03F8_0000),
+            DecodedQualification::IoSmi(out)
+        );
+    }
+
+    #[test]
+    fn mwait_armed() {
+        assert!(MwaitQualification(1).monitor_armed());
+        assert!(!MwaitQualification(0).monitor_armed());
+    }
+
+    #[test]
+    fn apic_access_every_type() {
+        // A linear write to the EOI register (offset 0xB0).
+        let eoi_write = ApicAccessQualification(0x10B0);
+        assert_eq!(eoi_write.access_type(), ApicAccessType::LinearWrite);
+        assert_eq!(eoi_write.offset(), Some(0xB0));
+        assert!(!eoi_write.asynchronous());
+        assert_eq!(eoi_write.reserved_bits(), 0);
+        let cases = [
+            (0x0300, ApicAccessType::LinearRead, Some(0x300)),
+            (0x2FF0, ApicAccessType::LinearFetch, Some(0xFF0)),
+            (0x3020, ApicAccessType::LinearEventDelivery, Some(0x20)),
+            (0xA123, ApicAccessType::GuestPhysicalEventDelivery, None),
+            (0xF000, ApicAccessType::GuestPhysicalInstruction, None),
+            (0x5000, ApicAccessType::Unused(5), None),
+        ];
+        for (raw, kind, offset) in cases {
+            let q = ApicAccessQualification(raw);
+            assert_eq!(q.access_type(), kind, "{raw:#x}");
+            assert_eq!(q.offset(), offset, "{raw:#x}");
+        }
+        // Guest-physical access from Intel PT output: asynchronous.
+        let pt = ApicAccessQualification(0x1_F000);
+        assert!(pt.asynchronous());
+        assert_eq!(pt.access_type(), ApicAccessType::GuestPhysicalInstruction);
+        assert_eq!(ApicAccessQualification(0x2_0000).reserved_bits(), 0x2_0000);
+    }
+
+    #[test]
+    fn ept_violation_write_to_read_only_page_during_guest_table_walk() {
+        // Write access; readable but not writable or executable; linear address valid; bit 8 = 0:
+        // the access was to a guest paging-structure entry (e.g. setting an A/D bit).
+        let q = EptViolationQualification(0x8A);
+        assert!(!q.read() && q.write() && !q.instruction_fetch());
+        assert!(q.readable() && !q.writable() && !q.executable() && !q.user_mode_executable());
+        assert!(q.guest_linear_address_valid());
+        assert_eq!(q.access_kind(), Some(EptAccessKind::PagingStructureAccess));
+        assert_eq!(
+            q.linear_address_rights(true),
+            None,
+            "bit 8 = 0: no advanced info"
+        );
+        assert!(!q.nmi_unblocking_due_to_iret());
+        assert_eq!(q.reserved_bits(), 0);
+    }
+
+    type Accessor = fn(EptViolationQualification) -> bool;
+
+    #[test]
+    fn ept_violation_every_bit() {
+        // Instruction fetch from a non-present GPA by user code, with advanced information:
+        // bits 2, 7, 8, 9 (user), 11 (XD).
+        let fetch = EptViolationQualification(0xB84);
+        assert!(fetch.instruction_fetch());
+        assert!(!fetch.readable() && !fetch.writable() && !fetch.executable());
+        assert_eq!(
+            fetch.access_kind(),
+            Some(EptAccessKind::TranslatedLinearAddress)
+        );
+        assert_eq!(
+            fetch.linear_address_rights(true),
+            Some(LinearAddressRights {
+                user_mode: true,
+                writable: false,
+                execute_disable: true,
+            })
+        );
+        assert_eq!(fetch.linear_address_rights(false), None);
+        // No linear address (PDPTE load on MOV to CR3): bit 7 clear, a read.
+        let pdpte = EptViolationQualification(0x1);
+        assert!(pdpte.read());
+        assert!(!pdpte.guest_linear_address_valid());
+        assert_eq!(pdpte.access_kind(), None);
+        assert_eq!(pdpte.linear_address_rights(true), None);
+
+        let single_bits: [(u32, Accessor); 14] = [
+            (0, EptViolationQualification::read),
+            (1, EptViolationQualification::write),
+            (2, EptViolationQualification::instruction_fetch),
+            (3, EptViolationQualification::readable),
+            (4, EptViolationQualification::writable),
+            (5, EptViolationQualification::executable),
+            (6, EptViolationQualification::user_mode_executable),
+            (7, EptViolationQualification::guest_linear_address_valid),
+            (12, EptViolationQualification::nmi_unblocking_due_to_iret),
+            (13, EptViolationQualification::shadow_stack_access),
+            (14, EptViolationQualification::supervisor_shadow_stack),
+            (15, EptViolationQualification::guest_paging_verification),
+            (16, EptViolationQualification::asynchronous),
+            (8, |q| q.0 & (1 << 8) != 0),
+        ];
+        for (bit, accessor) in single_bits {
+            let q = EptViolationQualification(1 << bit);
+            assert!(accessor(q), "bit {bit}");
+            for (other, other_accessor) in single_bits {
+                if other != bit {
+                    assert!(!other_accessor(q), "bit {bit} read as bit {other}");
+                }
+            }
+            assert_eq!(q.reserved_bits(), 0);
+        }
+        // Advanced rights bits 9-11 each alone (with bits 7 and 8).
+        let rw = EptViolationQualification(0x180 | (1 << 10));
+        assert_eq!(
+            rw.linear_address_rights(true),
+            Some(LinearAddressRights {
+                user_mode: false,
+                writable: true,
+                execute_disable: false,
+            })
+        );
+        assert_eq!(EptViolationQualification(1 << 17).reserved_bits(), 1 << 17);
+        // Shadow-stack write by the supervisor to a supervisor-shadow-stack page with NMI
+        // unblocking: bits 1, 7, 8, 12, 13, 14.
+        let sss = EptViolationQualification(0x7182);
+        assert!(sss.write() && sss.shadow_stack_access() && sss.supervisor_shadow_stack());
+        assert!(sss.nmi_unblocking_due_to_iret());
+        let dbg = format!("{sss:?}");
+        assert!(
+            dbg.contains("-w-") && dbg.contains("shadow_stack_access"),
+            "{dbg}"
+        );
+    }
+
+    #[test]
+    fn eoi_apic_write_pml_spp_timeout() {
+        assert_eq!(VirtualizedEoiQualification(0x30).vector(), 0x30);
+        assert_eq!(VirtualizedEoiQualification(0x1FF).vector(), 0xFF);
+        assert_eq!(ApicWriteQualification(0x300).offset(), 0x300);
+        assert_eq!(ApicWriteQualification(0x1_0FF0).offset(), 0xFF0);
+
+        assert!(PmlFullQualification(0x1000).nmi_unblocking_due_to_iret());
+        assert!(!PmlFullQualification(0x1000).asynchronous());
+        assert!(PmlFullQualification(0x1_0000).asynchronous());
+
+        assert_eq!(SppQualification(0x800).kind(), SppEventKind::Miss);
+        assert_eq!(SppQualification(0).kind(), SppEventKind::Misconfiguration);
+        assert!(SppQualification(0x1800).nmi_unblocking_due_to_iret());
+        assert!(!SppQualification(0x800).nmi_unblocking_due_to_iret());
+
+        assert!(InstructionTimeoutQualification(1).vm_context_invalid());
+        assert!(!InstructionTimeoutQualification(0x1000).vm_context_invalid());
+        assert!(InstructionTimeoutQualification(0x1000).nmi_unblocking_due_to_iret());
+    }
+
+    #[test]
+    fn entry_failures_and_msr_addresses() {
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::ENTRY_FAILURE_INVALID_GUEST_STATE, 2),
+            DecodedQualification::EntryFailureInvalidGuestState(
+                EntryFailureQualification::PDPTE_LOADING
+            )
+        );
+        assert_eq!(
+            format!("{:?}", EntryFailureQualification(4)),
+            "EntryFailureQualification::INVALID_VMCS_LINK_POINTER"
+        );
+        assert_eq!(EntryFailureQualification(1).name(), None);
+        assert_eq!(
+            format!("{:?}", EntryFailureQualification(9)),
+            "EntryFailureQualification(9)"
+        );
+        assert_eq!(EntryFailureQualification::NMI_INJECTION_BLOCKED_BY_STI.0, 3);
+
+        let msr = MsrLoadFailureQualification(3);
+        assert_eq!(msr.entry_number(), 3);
+        assert_eq!(msr.entry_index(), Some(2));
+        assert_eq!(MsrLoadFailureQualification(0).entry_index(), None);
+
+        assert_eq!(MsrAddressQualification(0xC000_0080).msr(), 0xC000_0080);
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::WRMSRLIST, 0x1B),
+            DecodedQualification::MsrAddress(MsrAddressQualification(0x1B))
+        );
+    }
+
+    #[test]
+    fn decode_dispatches_every_known_reason_and_keeps_unknown_ones() {
+        for &reason in BasicExitReason::ALL {
+            let decoded = ExitQualification::decode(reason, 0x1234);
+            assert!(
+                !matches!(decoded, DecodedQualification::UnknownReason(_)),
+                "{reason:?} decoded as unknown"
+            );
+        }
+        let with_qualification = BasicExitReason::ALL
+            .iter()
+            .filter(|&&r| ExitQualification::decode(r, 0) != DecodedQualification::None)
+            .count();
+        // 0, 4, 5, 9, 14, 13 displacement reasons, 28, 29, 30, 33, 34, 36, 44, 45, 48, 49, 56,
+        // 62, 66, 75 and 78–81.
+        assert_eq!(with_qualification, 36);
+        for reason in [
+            BasicExitReason::CPUID,
+            BasicExitReason::HLT,
+            BasicExitReason::EXTERNAL_INTERRUPT,
+            BasicExitReason::TRIPLE_FAULT,
+            BasicExitReason::PREEMPTION_TIMER_EXPIRED,
+            BasicExitReason::VMCALL,
+            BasicExitReason::XSETBV,
+        ] {
+            assert_eq!(
+                ExitQualification::decode(reason, 7),
+                DecodedQualification::None
+            );
+        }
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::EPT_MISCONFIGURATION, 0xFFFF),
+            DecodedQualification::EptMisconfiguration
+        );
+        assert_eq!(
+            ExitQualification(0xABCD).decode_for(BasicExitReason(71)),
+            DecodedQualification::UnknownReason(0xABCD)
+        );
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason(500), u64::MAX),
+            DecodedQualification::UnknownReason(u64::MAX)
+        );
+        let DecodedQualification::EptViolation(ept) =
+            ExitQualification::decode(BasicExitReason::EPT_VIOLATION, 0x8A)
+        else {
+            unreachable!("reason 48 decodes as an EPT violation");
+        };
+        assert!(ept.write());
+    }
+}
