@@ -24,7 +24,7 @@ use crate::features::HostCapabilities;
 use crate::intercept::{MiscIntercepts1, MiscIntercepts2};
 use crate::iopm::IOPM_SIZE;
 use crate::msrpm::MSRPM_SIZE;
-use crate::vmcb::Vmcb;
+use crate::vmcb::{NestedControl, Vmcb};
 
 /// CR0.PE, bit 0.
 const CR0_PE: u64 = 1 << 0;
@@ -102,11 +102,21 @@ pub enum Rule {
     CetWithoutWriteProtect,
     /// V_NMI_ENABLE is set but the NMI intercept is clear.
     VirtualNmiWithoutNmiIntercept,
+    /// Nested paging is enabled and a must-be-zero bit of N_CR3 is set (above the physical
+    /// address width).
+    NestedCr3ReservedBits,
+    /// Nested paging is enabled and a G_PAT entry has an unsupported type or a reserved bit set.
+    GuestPatInvalid,
+    /// x2AVIC mode is enabled without AVIC.
+    X2avicWithoutAvic,
+    /// AVIC is enabled and AVIC_PHYSICAL_MAX_INDEX exceeds 255 (xAVIC) or 511 (x2AVIC without
+    /// x2AVIC_EXT).
+    AvicPhysicalMaxIndexTooLarge,
 }
 
 impl Rule {
     /// Every rule, in the order of [`Violations`] bits.
-    pub const ALL: [Self; 21] = [
+    pub const ALL: [Self; 25] = [
         Self::EferSvmeClear,
         Self::Cr0NwWithoutCd,
         Self::Cr0HighBits,
@@ -128,6 +138,10 @@ impl Rule {
         Self::SCetReservedBits,
         Self::CetWithoutWriteProtect,
         Self::VirtualNmiWithoutNmiIntercept,
+        Self::NestedCr3ReservedBits,
+        Self::GuestPatInvalid,
+        Self::X2avicWithoutAvic,
+        Self::AvicPhysicalMaxIndexTooLarge,
     ];
 
     const fn index(self) -> u32 {
@@ -142,6 +156,15 @@ impl Rule {
                 "APM Vol. 2 15.20 \"Event Injection\" (VMRUN exits with VMEXIT_INVALID if …)"
             }
             Self::VirtualNmiWithoutNmiIntercept => "APM Vol. 2 15.21.10 \"NMI Virtualization\"",
+            Self::NestedCr3ReservedBits | Self::GuestPatInvalid => {
+                "APM Vol. 2 15.25.4 \"Nested Paging and VMRUN/#VMEXIT\""
+            }
+            Self::X2avicWithoutAvic => {
+                "APM Vol. 2 15.29.4.1 \"VMCB Virtual Interrupt Control Word\""
+            }
+            Self::AvicPhysicalMaxIndexTooLarge => {
+                "APM Vol. 2 15.29.4.3 \"Physical Address Pointer Restrictions\""
+            }
             Self::Cr3ReservedBits => {
                 "APM Vol. 2 15.5.1 \"Canonicalization and Consistency Checks\"; 3.1.2 \"CR3 Register\""
             }
@@ -188,6 +211,14 @@ impl Rule {
             Self::SCetReservedBits => "any reserved bit is set in S_CET",
             Self::CetWithoutWriteProtect => "CR4.CET = 1 when CR0.WP = 0",
             Self::VirtualNmiWithoutNmiIntercept => "V_NMI_ENABLE is set without the NMI intercept",
+            Self::NestedCr3ReservedBits => "nested paging is on and any MBZ bit of nCR3 is set",
+            Self::GuestPatInvalid => {
+                "nested paging is on and a G_PAT.PA field has an unsupported type or a reserved bit"
+            }
+            Self::X2avicWithoutAvic => "x2AVIC Mode Enable is set without AVIC Enable",
+            Self::AvicPhysicalMaxIndexTooLarge => {
+                "AVIC_PHYSICAL_MAX_INDEX > 255 in xAVIC mode or > 511 in x2AVIC mode without x2AVIC_EXT"
+            }
         }
     }
 }
@@ -251,8 +282,8 @@ impl core::fmt::Debug for Violations {
 
 /// Whether a table of `size` bytes at `base` (bits 11:0 ignored) reaches a physical address at
 /// or above `2^bits`. Unknown widths (0) and widths above 52 are treated as 52.
-fn beyond_physical_limit(base: u64, size: usize, bits: u8) -> bool {
-    let bits = if bits == 0 || bits > 52 { 52 } else { bits };
+fn beyond_physical_limit(base: u64, size: usize, caps: &HostCapabilities) -> bool {
+    let bits = physical_bits(caps);
     let start = base & !0xFFF;
     let last = start.saturating_add(size as u64 - 1);
     last >> bits != 0
@@ -278,11 +309,7 @@ pub fn check_vmcb(vmcb: &Vmcb, caps: &HostCapabilities) -> Violations {
 
     let long_mode = efer & EFER_LME != 0 && cr0 & CR0_PG != 0;
     let cr3_reserved = if long_mode {
-        let bits = match caps.physical_address_bits {
-            0 | 53.. => 52,
-            b => b,
-        };
-        cr3 >> bits != 0
+        cr3 >> physical_bits(caps) != 0
     } else {
         cr3 >> 32 != 0
     };
@@ -307,19 +334,11 @@ pub fn check_vmcb(vmcb: &Vmcb, caps: &HostCapabilities) -> Violations {
         Rule::VmrunInterceptClear,
     );
     rule(
-        beyond_physical_limit(
-            control.iopm_base_pa().as_u64(),
-            IOPM_SIZE,
-            caps.physical_address_bits,
-        ),
+        beyond_physical_limit(control.iopm_base_pa().as_u64(), IOPM_SIZE, caps),
         Rule::IopmBeyondPhysicalLimit,
     );
     rule(
-        beyond_physical_limit(
-            control.msrpm_base_pa().as_u64(),
-            MSRPM_SIZE,
-            caps.physical_address_bits,
-        ),
+        beyond_physical_limit(control.msrpm_base_pa().as_u64(), MSRPM_SIZE, caps),
         Rule::MsrpmBeyondPhysicalLimit,
     );
 
@@ -344,7 +363,49 @@ pub fn check_vmcb(vmcb: &Vmcb, caps: &HostCapabilities) -> Violations {
             && !control.intercept_misc1().contains(MiscIntercepts1::NMI),
         Rule::VirtualNmiWithoutNmiIntercept,
     );
+
+    if control.nested_control().contains(NestedControl::NP_ENABLE) {
+        rule(
+            control.nested_cr3().as_u64() >> physical_bits(caps) != 0,
+            Rule::NestedCr3ReservedBits,
+        );
+        rule(!is_valid_pat(save.g_pat()), Rule::GuestPatInvalid);
+    }
+
+    let vintr = control.virtual_interrupt();
+    rule(
+        vintr.x2avic_enable() && !vintr.avic_enable(),
+        Rule::X2avicWithoutAvic,
+    );
+    if vintr.avic_enable() {
+        let max_index = control.avic_physical_table() & 0xFFF;
+        let limit = if !vintr.x2avic_enable() {
+            255
+        } else if caps.svm.x2avic_extended() {
+            0xFFF
+        } else {
+            511
+        };
+        rule(max_index > limit, Rule::AvicPhysicalMaxIndexTooLarge);
+    }
     v
+}
+
+/// The physical address width to check against: CPUID's value, or 52 when unknown (0) or
+/// larger than the architectural maximum.
+fn physical_bits(caps: &HostCapabilities) -> u8 {
+    match caps.physical_address_bits {
+        0 | 53.. => 52,
+        b => b,
+    }
+}
+
+/// Whether every PAT entry holds a supported type (UC 0, WC 1, WT 4, WP 5, WB 6, UC- 7) with
+/// its reserved bits 7:3 clear (APM 7.8.1 "PAT Register").
+fn is_valid_pat(pat: u64) -> bool {
+    pat.to_le_bytes()
+        .iter()
+        .all(|&entry| matches!(entry, 0 | 1 | 4..=7))
 }
 
 #[cfg(test)]
@@ -360,6 +421,7 @@ mod tests {
             svm: SvmFeatures {
                 revision: 1,
                 asid_count: 16,
+                ecx: 0,
                 flags: SvmFeatureFlags::NESTED_PAGING,
             },
             physical_address_bits: 40,
@@ -386,6 +448,9 @@ mod tests {
         ));
         vmcb.set_iopm_base_pa(PhysAddr::new(0x20_0000));
         vmcb.set_msrpm_base_pa(PhysAddr::new(0x30_0000));
+        vmcb.set_nested_control(NestedControl::NP_ENABLE);
+        vmcb.set_nested_cr3(PhysAddr::new(0x40_0000));
+        vmcb.set_g_pat(0x0007_0406_0007_0406);
         vmcb
     }
 
@@ -555,6 +620,46 @@ mod tests {
                     v.set_intercept_misc1(MiscIntercepts1::NMI);
                 },
             ),
+            (
+                Rule::NestedCr3ReservedBits,
+                |v, _| v.set_nested_cr3(PhysAddr::new(1 << 40)),
+                // Without nested paging N_CR3 is not used.
+                |v, _| {
+                    v.set_nested_cr3(PhysAddr::new(1 << 40));
+                    v.set_nested_control(NestedControl::empty());
+                },
+            ),
+            (
+                Rule::GuestPatInvalid,
+                // Type 2 is reserved.
+                |v, _| v.set_g_pat(0x0007_0406_0007_0402),
+                |v, _| v.set_g_pat(0x0706_0504_0100_0706),
+            ),
+            (
+                Rule::X2avicWithoutAvic,
+                |v, _| {
+                    let vi = v.control().virtual_interrupt().with_x2avic_enable(true);
+                    v.set_virtual_interrupt(vi);
+                },
+                |v, _| {
+                    let vi = v.control().virtual_interrupt().with_x2avic_enable(true);
+                    v.set_virtual_interrupt(vi.with_avic_enable(true));
+                    v.set_avic_physical_table(0x50_0000 | 511);
+                },
+            ),
+            (
+                Rule::AvicPhysicalMaxIndexTooLarge,
+                |v, _| {
+                    let vi = v.control().virtual_interrupt().with_avic_enable(true);
+                    v.set_virtual_interrupt(vi);
+                    v.set_avic_physical_table(0x50_0000 | 256);
+                },
+                |v, _| {
+                    let vi = v.control().virtual_interrupt().with_avic_enable(true);
+                    v.set_virtual_interrupt(vi);
+                    v.set_avic_physical_table(0x50_0000 | 255);
+                },
+            ),
         ]
     }
 
@@ -595,6 +700,25 @@ mod tests {
         }
         let shown = format!("{}", Rule::AsidZero);
         assert!(shown.contains("15.5.1"), "{shown}");
+    }
+
+    #[test]
+    fn x2avic_limits_depend_on_x2avic_ext() {
+        let mut vmcb = good();
+        let vi = vmcb
+            .control()
+            .virtual_interrupt()
+            .with_avic_enable(true)
+            .with_x2avic_enable(true);
+        vmcb.set_virtual_interrupt(vi);
+        vmcb.set_avic_physical_table(0x50_0000 | 600);
+        let mut c = caps();
+        assert_eq!(
+            check_vmcb(&vmcb, &c),
+            Violations::only(Rule::AvicPhysicalMaxIndexTooLarge)
+        );
+        c.svm.ecx = crate::features::CPUID_SVM_ECX_X2AVIC_EXT;
+        assert_eq!(check_vmcb(&vmcb, &c), Violations::NONE);
     }
 
     #[test]

@@ -182,7 +182,9 @@ pub fn detect_svm(cpuid: &impl Cpuid) -> Result<SvmFeatures, EnableError> {
         return Err(EnableError::SvmNotSupported(ecx));
     }
     let leaf = cpuid.cpuid(CPUID_SVM_FEATURES, 0);
-    Ok(SvmFeatures::from_cpuid(leaf.eax, leaf.ebx, leaf.edx))
+    Ok(SvmFeatures::from_cpuid(
+        leaf.eax, leaf.ebx, leaf.ecx, leaf.edx,
+    ))
 }
 
 /// Enables SVM on the current CPU following APM 15.4: checks CPUID and VM_CR, sets EFER.SVME

@@ -681,6 +681,9 @@ bitflags::bitflags! {
         /// Bit 33: the fault happened while translating a guest page-table access (during the
         /// guest table walk).
         const PAGE_TABLE_WALK = 1 << 33;
+        /// Bit 37: the page is a supervisor shadow-stack page in the nested leaf entry and the
+        /// shadow-stack check (VMCB 090h bit 4) is enabled.
+        const SUPERVISOR_SHADOW_STACK = 1 << 37;
         const _ = !0;
     }
 }

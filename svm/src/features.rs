@@ -5,7 +5,7 @@
 //! of ASIDs); the bit list is in Volume 3 Appendix E.4.9 "Function 8000_000Ah—SVM Features" and
 //! is cited throughout Volume 2 Chapter 15.
 //!
-//! [`SvmFeatures::from_cpuid`] takes the raw EAX/EBX/EDX values, so decoding is testable on any
+//! [`SvmFeatures::from_cpuid`] takes the raw EAX/EBX/ECX/EDX values, so decoding is testable on any
 //! host; [`crate::enable::Cpuid`] supplies them on hardware.
 
 use bitflags::bitflags;
@@ -85,6 +85,10 @@ bitflags! {
     }
 }
 
+/// CPUID Fn8000_000A ECX bit 6, x2AVIC_EXT: the physical APIC ID table may span up to eight
+/// pages (APM 15.29.5.2 "Physical APIC ID Table").
+pub const CPUID_SVM_ECX_X2AVIC_EXT: u32 = 1 << 6;
+
 /// The decoded CPUID Fn8000_000A.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
 pub struct SvmFeatures {
@@ -92,19 +96,28 @@ pub struct SvmFeatures {
     pub revision: u8,
     /// EBX, NASID: number of address space identifiers (ASIDs 1 … NASID−1 are usable).
     pub asid_count: u32,
+    /// ECX, raw (bit 6: x2AVIC_EXT, see [`SvmFeatures::x2avic_extended`]).
+    pub ecx: u32,
     /// EDX feature flags.
     pub flags: SvmFeatureFlags,
 }
 
 impl SvmFeatures {
-    /// Decodes the raw EAX, EBX and EDX of CPUID Fn8000_000A.
+    /// Decodes the raw EAX, EBX, ECX and EDX of CPUID Fn8000_000A.
     #[must_use]
-    pub const fn from_cpuid(eax: u32, ebx: u32, edx: u32) -> Self {
+    pub const fn from_cpuid(eax: u32, ebx: u32, ecx: u32, edx: u32) -> Self {
         Self {
             revision: (eax & 0xFF) as u8,
             asid_count: ebx,
+            ecx,
             flags: SvmFeatureFlags::from_bits_retain(edx),
         }
+    }
+
+    /// ECX\[6\], x2AVIC_EXT: AVIC_PHYSICAL_MAX_INDEX may exceed 511 in x2AVIC mode.
+    #[must_use]
+    pub const fn x2avic_extended(self) -> bool {
+        self.ecx & CPUID_SVM_ECX_X2AVIC_EXT != 0
     }
 
     /// Whether the CPU reports `flag`.
@@ -127,18 +140,12 @@ pub struct HostCapabilities {
 }
 
 impl HostCapabilities {
-    /// Builds the capabilities from raw CPUID values: Fn8000_000A EAX/EBX/EDX, Fn8000_0008 EAX and
-    /// Fn8000_0001 EDX.
+    /// Builds the capabilities from raw CPUID values: Fn8000_000A (EAX, EBX, ECX, EDX),
+    /// Fn8000_0008 EAX and Fn8000_0001 EDX.
     #[must_use]
-    pub const fn from_cpuid(
-        svm_eax: u32,
-        svm_ebx: u32,
-        svm_edx: u32,
-        address_sizes_eax: u32,
-        ext_features_edx: u32,
-    ) -> Self {
+    pub const fn from_cpuid(svm: [u32; 4], address_sizes_eax: u32, ext_features_edx: u32) -> Self {
         Self {
-            svm: SvmFeatures::from_cpuid(svm_eax, svm_ebx, svm_edx),
+            svm: SvmFeatures::from_cpuid(svm[0], svm[1], svm[2], svm[3]),
             physical_address_bits: (address_sizes_eax & 0xFF) as u8,
             long_mode: ext_features_edx & CPUID_EXT_FEATURES_EDX_LM != 0,
         }
@@ -153,7 +160,7 @@ mod tests {
     fn decodes_edx_bits() {
         // A Zen 3-like EDX: NP, LbrVirt, SVML, NRIPS, TscRate, VmcbClean, FlushByAsid,
         // DecodeAssists, PauseFilter, PFThreshold, AVIC, VMSAVEvirt, VGIF, SpecCtrl.
-        let f = SvmFeatures::from_cpuid(0x0000_0001, 0x8000, 0x0011_B4FF | (1 << 20));
+        let f = SvmFeatures::from_cpuid(0x0000_0001, 0x8000, 0, 0x0011_B4FF | (1 << 20));
         assert_eq!(f.revision, 1);
         assert_eq!(f.asid_count, 0x8000);
         for flag in [
@@ -176,7 +183,7 @@ mod tests {
     #[test]
     fn qemu_tcg_like_features() {
         // QEMU TCG with -cpu max: NP but no NRIPS, no clean bits, no decode assists.
-        let f = SvmFeatures::from_cpuid(1, 16, 1);
+        let f = SvmFeatures::from_cpuid(1, 16, 0, 1);
         assert!(f.has(SvmFeatureFlags::NESTED_PAGING));
         assert!(!f.has(SvmFeatureFlags::NRIP_SAVE));
         assert!(!f.has(SvmFeatureFlags::VMCB_CLEAN));
@@ -185,9 +192,10 @@ mod tests {
 
     #[test]
     fn host_capabilities() {
-        let caps = HostCapabilities::from_cpuid(1, 8, 1, 0x3028, 1 << 29);
+        let caps = HostCapabilities::from_cpuid([1, 8, 0, 1], 0x3028, 1 << 29);
         assert_eq!(caps.physical_address_bits, 0x28);
         assert!(caps.long_mode);
-        assert!(!HostCapabilities::from_cpuid(1, 8, 1, 0x24, 0).long_mode);
+        assert!(!HostCapabilities::from_cpuid([1, 8, 0, 1], 0x24, 0).long_mode);
+        assert!(SvmFeatures::from_cpuid(1, 8, 1 << 6, 0).x2avic_extended());
     }
 }

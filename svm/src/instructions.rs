@@ -303,12 +303,26 @@ pub struct HardwareCpuid;
 
 impl Cpuid for HardwareCpuid {
     fn cpuid(&self, leaf: u32, subleaf: u32) -> CpuidResult {
-        let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+        let (eax, ebx, ecx, edx): (u32, u64, u32, u32);
+        // SAFETY: CPUID is unprivileged and has no side effects on memory. RBX cannot be an asm
+        // operand, so it is saved in a scratch register and swapped back.
+        unsafe {
+            asm!(
+                "mov {rbx_copy}, rbx",
+                "cpuid",
+                "xchg {rbx_copy}, rbx",
+                rbx_copy = out(reg) ebx,
+                inout("eax") leaf => eax,
+                inout("ecx") subleaf => ecx,
+                out("edx") edx,
+                options(nomem, nostack, preserves_flags),
+            );
+        }
         CpuidResult {
-            eax: r.eax,
-            ebx: r.ebx,
-            ecx: r.ecx,
-            edx: r.edx,
+            eax,
+            ebx: (ebx & 0xFFFF_FFFF) as u32,
+            ecx,
+            edx,
         }
     }
 }

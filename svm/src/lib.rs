@@ -16,6 +16,8 @@
 //! | [`features`] | CPUID Fn8000_000A |
 //! | [`enable`] | enabling/disabling SVM against the [`enable::Cpuid`] and [`enable::SvmMsrs`] traits |
 //! | [`check`] | the VMRUN consistency checks of 15.5.1 as a pure function |
+//! | [`setup`] | reset-state and flat 64-bit guest presets, baseline intercepts, event re-injection |
+//! | [`regs`], [`segment`] | guest GPRs around VMRUN; VMCB segment registers and attributes |
 //! | `instructions` | VMRUN, VMLOAD, VMSAVE, STGI, CLGI, INVLPGA, VMMCALL (x86-64 only; the only `unsafe`) |
 //!
 //! # Walkthrough: a VMCB for a 64-bit guest
@@ -73,7 +75,7 @@
 //! vmcb.set_rsp(0x20_0000);
 //!
 //! // The checks VMRUN makes (QEMU's TCG skips most of them; real CPUs do not).
-//! let caps = HostCapabilities::from_cpuid(1, 16, 1, 40, 1 << 29); // raw CPUID values
+//! let caps = HostCapabilities::from_cpuid([1, 16, 0, 1], 40, 1 << 29); // raw CPUID values
 //! assert!(check_vmcb(&vmcb, &caps).is_empty());
 //! vmcb.set_guest_asid(0);
 //! assert!(check_vmcb(&vmcb, &caps).contains(Rule::AsidZero));
@@ -162,6 +164,7 @@ pub mod iopm;
 pub mod msrpm;
 pub mod regs;
 pub mod segment;
+pub mod setup;
 pub mod vmcb;
 
 pub use check::{Rule, Violations, check_vmcb};
