@@ -18,7 +18,7 @@ use bit_field::BitField;
 use bitflags::bitflags;
 
 use super::bits::{flag, u8_field, u16_field, u32_field};
-use super::operand::Gpr;
+use super::operand::{AddressSize, Gpr};
 use super::reason::BasicExitReason;
 
 bitflags! {
@@ -81,7 +81,8 @@ pub enum ExceptionDetail {
     /// Vector 1 (#DB): which debug conditions were met.
     Debug(DebugExceptionQualification),
     /// Vector 14 (#PF): the linear address that caused the page fault (what CR2 would have
-    /// received; CR2 is not changed by the VM exit).
+    /// received; CR2 is not changed by the VM exit). Bits 63:32 are cleared outside 64-bit
+    /// mode, and bits 11:0 when the fault happened in enclave mode.
     PageFault {
         /// The faulting linear address.
         linear_address: u64,
@@ -208,9 +209,11 @@ impl fmt::Debug for TaskSwitchQualification {
 /// VMCLEAR, VMPTRLD, VMPTRST, VMREAD, VMWRITE, VMXON, XRSTORS and XSAVES (SDM Vol. 3C, 28.2.1).
 ///
 /// The field holds the instruction's displacement sign-extended to 64 bits (0 when the
-/// instruction has no displacement); it is undefined when the operand is a register. The
-/// address computation itself is described by the VM-exit instruction-information field
-/// ([`crate::exit::InstructionInfo`]).
+/// instruction has no displacement, e.g. a register operand). With RIP-relative addressing
+/// (64-bit mode) it holds the displacement plus the RIP of the next instruction instead. Bits
+/// beyond the instruction's address size are undefined: use [`masked`](Self::masked) with the
+/// address size from the instruction information. The rest of the address computation is
+/// described by the VM-exit instruction-information field ([`crate::exit::InstructionInfo`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DisplacementQualification(pub u64);
 
@@ -219,6 +222,16 @@ impl DisplacementQualification {
     #[must_use]
     pub const fn displacement(self) -> i64 {
         i64::from_ne_bytes(self.0.to_ne_bytes())
+    }
+
+    /// The value with the bits beyond `address_size` cleared (those bits are undefined); the
+    /// raw value for an unused address-size encoding.
+    #[must_use]
+    pub fn masked(self, address_size: AddressSize) -> u64 {
+        match address_size.width() {
+            Some(width) if width < 64 => self.0.get_bits(0..usize::from(width)),
+            _ => self.0,
+        }
     }
 }
 
@@ -496,7 +509,7 @@ impl IoInstructionQualification {
         }
     }
 
-    /// Bit 4: INS or OUTS (the guest-linear address field and, with IA32_VMX_BASIC[54], the
+    /// Bit 4: INS or OUTS (the guest-linear address field and, with IA32_VMX_BASIC bit 54, the
     /// instruction-information field describe the memory operand).
     #[must_use]
     pub fn is_string(self) -> bool {
@@ -809,7 +822,9 @@ impl EptViolationQualification {
 
     /// Bit 12: NMI unblocking due to IRET (SDM Vol. 3C, 28.2.3 "Information About NMI Unblocking
     /// Due to IRET"): the violation happened during an IRET that unblocked NMIs; the VMM must
-    /// set blocking by NMI again before resuming if it re-executes the IRET.
+    /// set blocking by NMI again before resuming if it re-executes the IRET. Undefined when
+    /// "NMI exiting" = 1 with "virtual NMIs" = 0, or when the IDT-vectoring information is
+    /// valid.
     #[must_use]
     pub fn nmi_unblocking_due_to_iret(self) -> bool {
         flag(self.0, 12)
@@ -933,7 +948,8 @@ impl ApicWriteQualification {
 
 /// Exit qualification for a page-modification-log-full event (basic reason 62) (SDM Vol. 3C,
 /// 28.2.1): bit 12 is NMI unblocking due to IRET, bit 16 marks an access asynchronous to
-/// instruction execution (as for EPT violations); the other bits are not defined.
+/// instruction execution (as for EPT violations; older SDM revisions define only bit 12); the
+/// other bits are undefined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PmlFullQualification(pub u64);
 
@@ -1302,6 +1318,11 @@ mod tests {
         assert_eq!(DisplacementQualification(0x10).displacement(), 16);
         assert_eq!(DisplacementQualification(u64::MAX - 7).displacement(), -8);
         assert_eq!(DisplacementQualification(0).displacement(), 0);
+        let wide = DisplacementQualification(0xFFFF_FFFF_FFFF_FFF8);
+        assert_eq!(wide.masked(AddressSize::Bits16), 0xFFF8);
+        assert_eq!(wide.masked(AddressSize::Bits32), 0xFFFF_FFF8);
+        assert_eq!(wide.masked(AddressSize::Bits64), 0xFFFF_FFFF_FFFF_FFF8);
+        assert_eq!(wide.masked(AddressSize::Unused(3)), 0xFFFF_FFFF_FFFF_FFF8);
         for reason in [
             BasicExitReason::VMCLEAR,
             BasicExitReason::VMPTRLD,
