@@ -171,6 +171,12 @@ impl Rule {
             Self::Cr4ReservedBits => {
                 "APM Vol. 2 15.5.1 \"Canonicalization and Consistency Checks\"; 3.1.3 \"CR4 Register\""
             }
+            Self::IopmBeyondPhysicalLimit => {
+                "APM Vol. 2 15.5.1 \"Canonicalization and Consistency Checks\"; 15.10.1 \"I/O Permissions Map\""
+            }
+            Self::MsrpmBeyondPhysicalLimit => {
+                "APM Vol. 2 15.5.1 \"Canonicalization and Consistency Checks\"; 15.11 \"MSR Intercepts\""
+            }
             Self::EferReservedBits => {
                 "APM Vol. 2 15.5.1 \"Canonicalization and Consistency Checks\"; 3.1.7 \"Extended Feature Enable Register (EFER)\""
             }

@@ -4,8 +4,12 @@
 //! No. 24593, Revision 3.42, March 2024 — Appendix C "SVM Intercept Exit Codes" (Table C-1),
 //! Section 15.6 "#VMEXIT", 15.7 "Intercept Operation", 15.10.2 "IN and OUT Behavior" (IOIO
 //! EXITINFO1, Figure 15-2), 15.11 "MSR Intercepts", 15.12 "Exception Intercepts", 15.14.1
-//! "Task Switch Intercept" (via 15.10/15.14), 15.25.6 "Nested versus Guest Page Faults, Fault
-//! Ordering" and 15.33 "Decode Assists".
+//! "Task Switch Intercept", 15.25.6 "Nested versus Guest Page Faults, Fault Ordering" and 15.8
+//! "Decode Assists" (15.8.1 "MOV CRx/DRx Intercepts", 15.8.2 "INTn Intercepts", 15.8.3 "INVLPG
+//! and INVLPGA Intercepts").
+//!
+//! EXITINFO fields that only decode assists fill (CPUID Fn8000_000A EDX\[7\]) are decoded
+//! anyway; on a CPU without them (QEMU TCG) those values are meaningless.
 //!
 //! [`ExitCode`] is open: a code this crate does not know is still a value, printed in hex.
 //!
@@ -688,22 +692,23 @@ bitflags::bitflags! {
     }
 }
 
-/// Decoded EXITINFO1 of a CR or DR access intercept with decode assists (APM 15.33.1 "MOV CRx and
-/// MOV DRx Intercepts"): bit 63 = 1 for a MOV instruction, bits 3:0 = its GPR operand.
+/// Decoded EXITINFO1 of a CR access intercept with decode assists (APM 15.8.1 "MOV CRx/DRx
+/// Intercepts", Table 15-2): bit 63 = 1 for a MOV CRx instruction, bits 3:0 = its GPR operand.
+/// (For DR accesses, Table 15-3 has only the GPR number: see [`Exit::DrRead`].)
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
 pub enum CrDrAccess {
-    /// A MOV to/from CRn/DRn with this general-purpose register (0 = RAX … 15 = R15).
+    /// A MOV to/from CRn with this general-purpose register (0 = RAX … 15 = R15).
     Mov {
         /// GPR number (bits 3:0).
         gpr: u8,
     },
-    /// A CR access by another instruction (LMSW, CLTS, SMSW): bit 63 clear.
+    /// A CR0 access by another instruction (LMSW, CLTS, SMSW): bit 63 clear.
     Other,
 }
 
 impl CrDrAccess {
-    /// Decodes EXITINFO1 of a CR/DR read or write intercept. Only meaningful when the CPU has
+    /// Decodes EXITINFO1 of a CR read or write intercept. Only meaningful when the CPU has
     /// decode assists (CPUID Fn8000_000A EDX\[7\]); QEMU TCG has none.
     #[must_use]
     #[expect(clippy::cast_possible_truncation, reason = "a 4-bit field")]
@@ -718,9 +723,9 @@ impl CrDrAccess {
     }
 }
 
-/// Decoded EXITINFO2 of a VMEXIT_TASK_SWITCH (EXITINFO1 bits 15:0 hold the target TSS selector;
-/// APM 15.14.1 "Task Switches"): bit 36 IRET, bit 38 far JMP, bit 44 error code valid, bits 31:0
-/// the error code.
+/// Decoded EXITINFO1/EXITINFO2 of a VMEXIT_TASK_SWITCH (APM 15.14.1 "Task Switch Intercept"):
+/// EXITINFO1 bits 15:0 hold the incoming TSS selector; EXITINFO2 bit 36 IRET, bit 38 far JMP,
+/// bit 44 error code valid, bit 48 EFLAGS.RF, bits 31:0 the error code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct TaskSwitchInfo {
     /// Target TSS selector (EXITINFO1 bits 15:0).
@@ -729,8 +734,10 @@ pub struct TaskSwitchInfo {
     pub iret: bool,
     /// The task switch is caused by a far JMP (EXITINFO2 bit 38).
     pub jmp: bool,
-    /// Error code pushed by the exception that caused the switch, if bit 44 is set.
+    /// Error code to push in the new task, if bit 44 is set.
     pub error_code: Option<u32>,
+    /// EXITINFO2 bit 48: the EFLAGS.RF value the outgoing TSS would have received.
+    pub resume_flag: bool,
 }
 
 impl TaskSwitchInfo {
@@ -746,6 +753,7 @@ impl TaskSwitchInfo {
             error_code: exit_info2
                 .get_bit(44)
                 .then(|| exit_info2.get_bits(0..32) as u32),
+            resume_flag: exit_info2.get_bit(48),
         }
     }
 }
@@ -783,19 +791,19 @@ pub enum Exit {
         /// The value written.
         value: u64,
     },
-    /// DR read intercept.
+    /// DR read intercept (MOV from DRn).
     DrRead {
         /// Debug register.
         dr: u8,
-        /// Decoded EXITINFO1 (decode assists).
-        access: CrDrAccess,
+        /// GPR operand, EXITINFO1 bits 3:0 (decode assists, Table 15-3).
+        gpr: u8,
     },
-    /// DR write intercept.
+    /// DR write intercept (MOV to DRn).
     DrWrite {
         /// Debug register.
         dr: u8,
-        /// Decoded EXITINFO1 (decode assists).
-        access: CrDrAccess,
+        /// GPR operand, EXITINFO1 bits 3:0 (decode assists, Table 15-3).
+        gpr: u8,
     },
     /// Exception intercept (APM 15.12). For #PF, `info2` is the faulting address; for exceptions
     /// with an error code, `info1` holds it.
@@ -818,15 +826,15 @@ pub enum Exit {
         /// Faulting guest physical address (EXITINFO2).
         guest_physical: u64,
     },
-    /// INVLPG intercept; with decode assists, EXITINFO1 is the linear address.
+    /// INVLPG intercept; with decode assists, EXITINFO1 is the linear address (15.8.3).
     Invlpg {
         /// EXITINFO1.
         linear_address: u64,
     },
-    /// Software interrupt (INTn); with decode assists, EXITINFO1 is the vector.
+    /// Software interrupt (INTn); RIP points at the INTn instruction.
     SoftwareInterrupt {
-        /// EXITINFO1.
-        info1: u64,
+        /// The interrupt number, EXITINFO1 bits 7:0 (decode assists, 15.8.2 Table 15-4).
+        vector: u8,
     },
     /// Task switch intercept.
     TaskSwitch(TaskSwitchInfo),
@@ -852,6 +860,12 @@ pub enum ExitDecodeError {
     MsrDirection(u64),
 }
 
+/// The low `bits` (≤ 8) bits of `value`.
+#[expect(clippy::cast_possible_truncation, reason = "at most 8 bits are kept")]
+fn low_bits(value: u64, bits: usize) -> u8 {
+    value.get_bits(0..bits.min(8)) as u8
+}
+
 impl Exit {
     /// Decodes an exit from EXITCODE, EXITINFO1 and EXITINFO2.
     ///
@@ -875,11 +889,11 @@ impl Exit {
             });
         }
         if let Some(dr) = code.dr_number() {
-            let access = CrDrAccess::from_exit_info1(info1);
+            let gpr = low_bits(info1, 4);
             return Ok(if code.0 < 0x30 {
-                Self::DrRead { dr, access }
+                Self::DrRead { dr, gpr }
             } else {
-                Self::DrWrite { dr, access }
+                Self::DrWrite { dr, gpr }
             });
         }
         if let Some(vector) = code.exception_vector() {
@@ -901,7 +915,9 @@ impl Exit {
             ExitCode::INVLPG => Self::Invlpg {
                 linear_address: info1,
             },
-            ExitCode::SWINT => Self::SoftwareInterrupt { info1 },
+            ExitCode::SWINT => Self::SoftwareInterrupt {
+                vector: low_bits(info1, 8),
+            },
             ExitCode::TASK_SWITCH => Self::TaskSwitch(TaskSwitchInfo::new(info1, info2)),
             ExitCode::EFER_WRITE_TRAP => Self::EferWriteTrap { value: info1 },
             _ => Self::Other { code, info1, info2 },
@@ -1051,18 +1067,16 @@ mod tests {
             Ok(Exit::CrWriteTrap { cr: 4, value: 0x20 })
         );
         assert_eq!(
-            Exit::decode(ExitCode::DR7_WRITE, (1 << 63) | 1, 0),
-            Ok(Exit::DrWrite {
-                dr: 7,
-                access: CrDrAccess::Mov { gpr: 1 }
-            })
+            Exit::decode(ExitCode::DR7_WRITE, 1, 0),
+            Ok(Exit::DrWrite { dr: 7, gpr: 1 })
         );
         assert_eq!(
-            Exit::decode(ExitCode::DR6_READ, 0, 0),
-            Ok(Exit::DrRead {
-                dr: 6,
-                access: CrDrAccess::Other
-            })
+            Exit::decode(ExitCode::DR6_READ, 0xF, 0),
+            Ok(Exit::DrRead { dr: 6, gpr: 15 })
+        );
+        assert_eq!(
+            Exit::decode(ExitCode::SWINT, 0x80, 0),
+            Ok(Exit::SoftwareInterrupt { vector: 0x80 })
         );
     }
 
@@ -1089,7 +1103,8 @@ mod tests {
                 tss_selector: 0x28,
                 iret: true,
                 jmp: false,
-                error_code: Some(0x10)
+                error_code: Some(0x10),
+                resume_flag: false,
             }))
         );
         assert_eq!(

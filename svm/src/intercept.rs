@@ -278,7 +278,7 @@ bitflags! {
     /// Vector 4 (offset 010h): the second miscellaneous intercept vector.
     ///
     /// APM Table B-1, offset 010h. Bits 31:16 are the CR0–CR15 write *traps* (taken after the
-    /// guest instruction finishes, Section 15.9.1 "Accesses to CR0–CR15 … trap"); see
+    /// guest instruction finishes; EXITINFO1 holds the new value); see
     /// [`MiscIntercepts2::cr_write_trap`].
     #[repr(transparent)]
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

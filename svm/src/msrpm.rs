@@ -1,7 +1,7 @@
 //! The MSR permission map (MSRPM).
 //!
 //! Manual: AMD64 Architecture Programmer's Manual Volume 2: System Programming, Publication
-//! No. 24593, Revision 3.42, March 2024 — Section 15.11 "MSR Intercepts" (Table 15-6 "MSR
+//! No. 24593, Revision 3.42, March 2024 — Section 15.11 "MSR Intercepts" (Table 15-8 "MSR
 //! Ranges Covered by MSRPM").
 //!
 //! The MSRPM is 8 KiB of physically contiguous memory, aligned to 4 KiB. Each covered MSR has two
@@ -22,7 +22,7 @@
 /// Size of the MSRPM in bytes (8 KiB).
 pub const MSRPM_SIZE: usize = 8 * 1024;
 
-/// The MSR ranges the MSRPM covers, with the byte offset of each range's vector (Table 15-6).
+/// The MSR ranges the MSRPM covers, with the byte offset of each range's vector (Table 15-8).
 pub const MSRPM_RANGES: [(u32, u32, usize); 3] = [
     (0x0000_0000, 0x0000_1FFF, 0x0000),
     (0xC000_0000, 0xC000_1FFF, 0x0800),

@@ -791,11 +791,11 @@ impl ControlArea {
     }
 
     /// The guest instruction bytes fetched for a #NPF or #PF intercept (decode assists; APM
-    /// 15.33.2 "Nested and intercepted #PF"): the first `number of bytes fetched` of the 15
-    /// bytes at 0D1h. Empty without decode assists.
+    /// 15.8.4 "Nested and Intercepted #PF", Table 15-6): the first `number of bytes fetched`
+    /// (0D0h bits 3:0) of the 15 bytes at 0D1h. Empty without decode assists.
     #[must_use]
     pub fn guest_instruction_bytes(&self) -> &[u8] {
-        let len = usize::from(self.guest_instruction_length).min(15);
+        let len = usize::from(self.guest_instruction_length & 0xF).min(15);
         &self.guest_instruction_bytes[..len]
     }
 
