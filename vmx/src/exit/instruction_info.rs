@@ -290,6 +290,23 @@ impl LoadIwkeyInstructionInfo {
 }
 
 info_type! {
+    /// Instruction information for URDMSR, UWRMSR and the immediate forms of RDMSR and WRMSRNS
+    /// (basic reasons 80, 81, 84, 85): the data register (bits 6:3), the destination for reads
+    /// and the source for writes. The MSR address is the exit qualification
+    /// ([`crate::exit::MsrAddressQualification`]). Layout as Linux KVM documents it for reasons
+    /// 84 and 85 and as Xen uses it for 81; not re-read in the SDM.
+    MsrRegisterInstructionInfo
+}
+
+impl MsrRegisterInstructionInfo {
+    /// Bits 6:3: the register that receives (reads) or supplies (writes) the MSR data.
+    #[must_use]
+    pub fn data_register(self) -> Gpr {
+        Gpr::from_index(u8_field(self.raw(), 3..7))
+    }
+}
+
+info_type! {
     /// Instruction information for VMCLEAR, VMPTRLD, VMPTRST, VMXON, XRSTORS and XSAVES (basic
     /// reasons 19, 21, 22, 27, 64, 63): their memory operand.
     VmxMemoryInstructionInfo
@@ -348,6 +365,7 @@ debug_via!(
 debug_via!(LdtrTrInstructionInfo, instruction, operand);
 debug_via!(RdrandRdseedInstructionInfo, destination, operand_size);
 debug_via!(WaitInstructionInfo, register);
+debug_via!(MsrRegisterInstructionInfo, data_register);
 debug_via!(LoadIwkeyInstructionInfo, register1, register2);
 debug_via!(VmxMemoryInstructionInfo, memory_operand);
 debug_via!(VmreadVmwriteInstructionInfo, operand, field_register);
@@ -371,6 +389,8 @@ pub enum DecodedInstructionInfo {
     Wait(WaitInstructionInfo),
     /// Reason 69.
     LoadIwkey(LoadIwkeyInstructionInfo),
+    /// Reasons 80, 81, 84, 85.
+    MsrRegister(MsrRegisterInstructionInfo),
     /// Reasons 19, 21, 22, 27, 63, 64.
     VmxMemory(VmxMemoryInstructionInfo),
     /// Reasons 23, 25.
@@ -404,6 +424,10 @@ impl InstructionInfo {
             }
             BasicExitReason::UMWAIT | BasicExitReason::TPAUSE => D::Wait(WaitInstructionInfo(raw)),
             BasicExitReason::LOADIWKEY => D::LoadIwkey(LoadIwkeyInstructionInfo(raw)),
+            BasicExitReason::URDMSR
+            | BasicExitReason::UWRMSR
+            | BasicExitReason::RDMSR_IMMEDIATE
+            | BasicExitReason::WRMSRNS_IMMEDIATE => D::MsrRegister(MsrRegisterInstructionInfo(raw)),
             BasicExitReason::VMCLEAR
             | BasicExitReason::VMPTRLD
             | BasicExitReason::VMPTRST
@@ -635,8 +659,16 @@ mod tests {
             .iter()
             .filter(|&&r| InstructionInfo::decode(r, 0) != D::NotDefined)
             .count();
-        // 30, 46, 47, 50, 53, 58, 57, 61, 67, 68, 69, 19, 21, 22, 27, 63, 64, 23, 25.
-        assert_eq!(defined, 19);
+        // 30, 46, 47, 50, 53, 58, 57, 61, 67, 68, 69, 19, 21, 22, 27, 63, 64, 23, 25, 80, 81,
+        // 84, 85.
+        assert_eq!(defined, 23);
+        // rdmsr r11, 0x1b (immediate form).
+        let msr = MsrRegisterInstructionInfo(11 << 3);
+        assert_eq!(msr.data_register(), Gpr::R11);
+        assert_eq!(
+            InstructionInfo::decode(BasicExitReason::RDMSR_IMMEDIATE, 11 << 3),
+            D::MsrRegister(msr)
+        );
         let dbg = format!("{:?}", VmreadVmwriteInstructionInfo((9 << 3) | (1 << 10)));
         assert!(dbg.contains("R9"), "{dbg}");
     }

@@ -52,9 +52,9 @@ pub use guest_state::{ActivityState, Interruptibility, PendingDebugExceptions};
 pub use instruction_info::{
     DecodedInstructionInfo, DescriptorTableInstruction, DescriptorTableInstructionInfo,
     InsOutsInstructionInfo, InstructionInfo, InvalidationInstructionInfo, LdtrTrInstruction,
-    LdtrTrInstructionInfo, LoadIwkeyInstructionInfo, MemoryOperand, Operand, RdrandOperandSize,
-    RdrandRdseedInstructionInfo, VmreadVmwriteInstructionInfo, VmxMemoryInstructionInfo,
-    WaitInstructionInfo,
+    LdtrTrInstructionInfo, LoadIwkeyInstructionInfo, MemoryOperand, MsrRegisterInstructionInfo,
+    Operand, RdrandOperandSize, RdrandRdseedInstructionInfo, VmreadVmwriteInstructionInfo,
+    VmxMemoryInstructionInfo, WaitInstructionInfo,
 };
 pub use interruption::{
     EntryInterruptionInfo, EventInjection, EventInjectionError, ExitInterruptionInfo,

@@ -223,6 +223,13 @@ basic_exit_reasons! {
     /// 81: UWRMSR accessed an MSR that the MSR bitmaps intercept. Same source as
     /// [`URDMSR`](Self::URDMSR).
     UWRMSR = 81, "UWRMSR";
+    /// 84: the immediate form of RDMSR accessed an MSR that the MSR bitmaps intercept. Defined
+    /// after 325462-086US (Intel Architecture Instruction Set Extensions reference, MSR_IMM;
+    /// as implemented by Linux KVM); kept so that newer processors' exits are named.
+    RDMSR_IMMEDIATE = 84, "RDMSR with immediate operand";
+    /// 85: the immediate form of WRMSRNS accessed an MSR that the MSR bitmaps intercept. Same
+    /// source as [`RDMSR_IMMEDIATE`](Self::RDMSR_IMMEDIATE).
+    WRMSRNS_IMMEDIATE = 85, "WRMSRNS with immediate operand";
 }
 
 impl BasicExitReason {
@@ -402,13 +409,14 @@ mod tests {
             assert!(reason.description().is_some());
             assert_eq!(format!("{reason:?}"), format!("BasicExitReason::{name}"));
         }
-        // 76 reasons from Table C-1 (0–34, 36, 37, 39–41, 43–70, 72–79) plus URDMSR/UWRMSR.
-        assert_eq!(BasicExitReason::ALL.len(), 78);
+        // 76 reasons from Table C-1 (0–34, 36, 37, 39–41, 43–70, 72–79) plus the four
+        // MSR-instruction reasons documented outside it (80, 81, 84, 85).
+        assert_eq!(BasicExitReason::ALL.len(), 80);
     }
 
     #[test]
     fn reserved_and_unknown_numbers_are_data() {
-        for n in [35u16, 38, 42, 71, 82, 1000, u16::MAX] {
+        for n in [35u16, 38, 42, 71, 82, 83, 86, 1000, u16::MAX] {
             let reason = BasicExitReason(n);
             assert_eq!(reason.name(), None);
             assert_eq!(reason.description(), None);
