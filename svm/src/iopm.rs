@@ -172,6 +172,21 @@ mod tests {
         );
     }
 
+    /// Each port toggles exactly its own bit, for every port.
+    #[test]
+    fn every_port_has_its_own_bit() {
+        let mut iopm = Iopm::intercept_none();
+        for port in 0..=u16::MAX {
+            iopm.set(port, true);
+            assert!(iopm.is_intercepted(port));
+            let (byte, bit) = Iopm::bit_position(port);
+            assert_eq!(iopm.as_bytes()[byte], 1 << bit, "port {port:#x}");
+            iopm.set(port, false);
+            assert!(!iopm.is_intercepted(port));
+        }
+        assert!(iopm.as_bytes()[..0x2000].iter().all(|&b| b == 0));
+    }
+
     #[test]
     fn multi_byte_accesses_check_every_port_and_wrap() {
         let mut iopm = Iopm::intercept_none();

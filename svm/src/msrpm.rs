@@ -246,6 +246,26 @@ mod tests {
         }
     }
 
+    /// Every covered MSR owns exactly its own two bits: setting one MSR changes exactly one
+    /// bit pair, and the 3 × 8192 MSRs fill the first 6 KiB without overlap.
+    #[test]
+    fn every_covered_msr_has_its_own_bits() {
+        let mut seen = std::collections::HashSet::new();
+        for (first, last, base) in MSRPM_RANGES {
+            for msr in first..=last {
+                let pos = Msrpm::bit_position(msr).unwrap();
+                assert!((base..base + 0x800).contains(&pos.byte), "{msr:#x}");
+                assert!(seen.insert((pos.byte, pos.bit)), "{msr:#x} overlaps");
+            }
+        }
+        assert_eq!(seen.len(), 3 * 8192);
+        let mut map = Msrpm::intercept_none();
+        map.set(0xC001_0117, MsrIntercept::ReadWrite).unwrap();
+        let set: u32 = map.as_bytes().iter().map(|b| b.count_ones()).sum();
+        assert_eq!(set, 2);
+        assert!(map.as_bytes()[0x1800..].iter().all(|&b| b == 0));
+    }
+
     #[test]
     fn read_and_write_bits_are_separate() {
         let mut map = Msrpm::intercept_none();

@@ -297,7 +297,7 @@ bitflags! {
 /// The VMCB control area: 1 KiB at offset 000h (APM Table B-1). Read it through the getters;
 /// write it through the setters on [`Vmcb`], which keep the clean bits right.
 #[repr(C)]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ControlArea {
     intercept_cr: CrIntercepts,
     intercept_dr: DrIntercepts,
@@ -354,7 +354,7 @@ pub struct ControlArea {
 /// The VMCB state save area: 3 KiB at offset 400h (APM Table B-2; Table B-2 offsets are
 /// relative to the start of this area).
 #[repr(C)]
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StateSaveArea {
     es: Segment,
     cs: Segment,
@@ -943,6 +943,14 @@ macro_rules! fields {
                 }
             )*
         }
+        impl core::fmt::Debug for $areaty {
+            /// Every named field (reserved bytes are left out).
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                f.debug_struct(stringify!($areaty))
+                    $( .field(stringify!($field), &self.$field) )*
+                    .finish_non_exhaustive()
+            }
+        }
         impl Vmcb {
             $(
                 #[doc = concat!(
@@ -1483,6 +1491,16 @@ mod tests {
         assert!(v.avic_enable() && !v.x2avic_enable() && !v.vgif() && !v.v_nmi());
         assert_eq!(v.v_intr_prio(), 0xF);
         assert_eq!(v.v_intr_vector(), 0x30);
+    }
+
+    #[test]
+    fn debug_shows_named_fields_only() {
+        let mut vmcb = Vmcb::new();
+        vmcb.set_exit_code(ExitCode::HLT);
+        let text = format!("{vmcb:?}");
+        assert!(text.contains("exit_code: ExitCode::HLT(0x78)"), "{text}");
+        assert!(text.contains("rip: 0"));
+        assert!(!text.contains("reserved_"), "{text}");
     }
 
     #[test]
