@@ -10,6 +10,7 @@
 use std::process::ExitCode;
 
 mod demo;
+mod e2e;
 mod nightly;
 mod steps;
 
@@ -19,6 +20,7 @@ fn usage() -> ExitCode {
          commands:\n  \
          test    run every check and test (what CI runs)\n  \
          demo    show what hvkit does today\n  \
+         e2e [FILTER]   run the end-to-end cases in Bochs and QEMU (installs them)\n  \
          fuzz [SECONDS] [TARGET]   run the fuzz targets (default 60 s each)\n"
     );
     ExitCode::from(2)
@@ -29,6 +31,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => steps::test(),
         Some("demo") => demo::run(),
+        Some("e2e") => e2e::run(args.get(1).map(String::as_str)),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u32>()) {
                 None => 60,

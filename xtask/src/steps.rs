@@ -143,11 +143,13 @@ pub(crate) fn test() -> Result {
         ]),
     )?;
     run(
-        "host tests, including doc tests (cargo test --workspace)",
-        cargo().args(["test", "--workspace"]),
+        "host tests, including doc tests (cargo test --workspace, end-to-end runs apart)",
+        cargo().args(["test", "--workspace", "--exclude", "hvkit-e2e"]),
     )?;
 
     crate::nightly::test_stage()?;
+
+    crate::e2e::run(None)?;
 
     println!(
         "\nxtask test: all steps passed in {:.0}s",

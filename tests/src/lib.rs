@@ -1,0 +1,512 @@
+//! hvkit-e2e: end-to-end runs of the bare-metal example (`examples/baremetal`) in emulators that
+//! provide the virtualization hardware this project has no real CPU for: Bochs (VT-x, and AMD-V)
+//! and QEMU TCG (AMD-V). See `../shared/EMULATORS.md` for the measured emulator facts these
+//! recipes rely on.
+//!
+//! Each run:
+//! 1. builds the kernel once per process (`cargo build --release --target x86_64-unknown-none` in
+//!    `examples/baremetal`, which is its own Cargo workspace);
+//! 2. prepares a fresh folder `target/e2e/<case>-<vendor>-<emulator>/` with the kernel, a trimmed
+//!    GRUB rescue ISO and the `bochsrc`/`cmds` files (Bochs boots the multiboot2 kernel through
+//!    GRUB; QEMU takes the multiboot1 kernel with `-kernel`);
+//! 3. runs the emulator under a timeout, with COM1 written to `serial.txt`;
+//! 4. judges the run by the serial markers the kernel prints: a `RESULT PASS exits=N` line and no
+//!    line starting with `FAIL` (for QEMU also the `isa-debug-exit` status of a pass).
+//!
+//! [`Outcome::line`] is the one-line summary `cargo xtask e2e` shows:
+//! `e2e <case> <vendor>/<emulator> PASS|FAIL <exits> exits <seconds>s`.
+//!
+//! ```no_run
+//! use hvkit_e2e::{Case, Emulator, Vendor};
+//!
+//! let outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_SKYLAKE));
+//! println!("{}", outcome.report());
+//! assert!(outcome.pass);
+//! ```
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long one emulator run may take before it is stopped and counted as a failure.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The value the kernel writes to QEMU's `isa-debug-exit` port on success; QEMU then exits with
+/// `(value << 1) | 1`.
+pub const QEMU_PASS_VALUE: i32 = 0x10;
+
+/// The virtualization extension a case exercises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vendor {
+    /// Intel VT-x.
+    Vmx,
+    /// AMD-V.
+    Svm,
+}
+
+impl fmt::Display for Vendor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Vmx => "vmx",
+            Self::Svm => "svm",
+        })
+    }
+}
+
+/// The emulator a case runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emulator {
+    /// Bochs with the given `cpu: model=` (booted through a GRUB ISO, multiboot2).
+    Bochs {
+        /// The Bochs CPU model.
+        cpu_model: &'static str,
+    },
+    /// QEMU with TCG and `-cpu max` (multiboot1 `-kernel`).
+    Qemu,
+}
+
+impl Emulator {
+    /// Bochs as a Skylake-X: VMX with EPT (1 GiB pages, A/D), VPID, unrestricted guest.
+    pub const BOCHS_SKYLAKE: Self = Self::Bochs {
+        cpu_model: "corei7_skylake_x",
+    };
+    /// Bochs as an AMD Trinity APU: SVM with NPT and NRIP save.
+    pub const BOCHS_TRINITY: Self = Self::Bochs {
+        cpu_model: "trinity_apu",
+    };
+}
+
+impl fmt::Display for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Bochs { .. } => "bochs",
+            Self::Qemu => "qemu",
+        })
+    }
+}
+
+/// One end-to-end run: a case of the bare-metal kernel on one vendor and emulator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The case name, passed to the kernel as `case=<name>` on its command line.
+    pub name: &'static str,
+    /// The virtualization extension exercised.
+    pub vendor: Vendor,
+    /// The emulator.
+    pub emulator: Emulator,
+}
+
+impl Case {
+    /// A case.
+    #[must_use]
+    pub const fn new(name: &'static str, vendor: Vendor, emulator: Emulator) -> Self {
+        Self {
+            name,
+            vendor,
+            emulator,
+        }
+    }
+
+    /// `<case>-<vendor>-<emulator>`: the run folder's name.
+    #[must_use]
+    pub fn id(&self) -> String {
+        format!("{}-{}-{}", self.name, self.vendor, self.emulator)
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The case that ran.
+    pub case: Case,
+    /// Whether the run passed.
+    pub pass: bool,
+    /// The number of VM exits the kernel reported (0 when it reported none).
+    pub exits: u64,
+    /// Wall time of the emulator run.
+    pub seconds: f64,
+    /// Why the run failed (empty on a pass).
+    pub reason: String,
+    /// The serial log.
+    pub serial: PathBuf,
+    /// The emulator's own log.
+    pub emulator_log: PathBuf,
+    /// The serial output (carriage returns removed).
+    pub serial_text: String,
+}
+
+impl Outcome {
+    /// `e2e <case> <vendor>/<emulator> PASS|FAIL <exits> exits <seconds>s`.
+    #[must_use]
+    pub fn line(&self) -> String {
+        format!(
+            "e2e {} {}/{} {} {} exits {:.1}s",
+            self.case.name,
+            self.case.vendor,
+            self.case.emulator,
+            if self.pass { "PASS" } else { "FAIL" },
+            self.exits,
+            self.seconds
+        )
+    }
+
+    /// The summary line, and on failure the reason and the paths of the logs.
+    #[must_use]
+    pub fn report(&self) -> String {
+        if self.pass {
+            self.line()
+        } else {
+            format!(
+                "{}\n  reason: {}\n  serial: {}\n  emulator log: {}",
+                self.line(),
+                self.reason,
+                self.serial.display(),
+                self.emulator_log.display()
+            )
+        }
+    }
+
+    /// Marks the run failed for `reason` (keeping an earlier reason first).
+    pub fn fail(&mut self, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.pass = false;
+        if self.reason.is_empty() {
+            self.reason = reason;
+        } else {
+            self.reason = format!("{}; {reason}", self.reason);
+        }
+    }
+}
+
+/// What the serial log says about a run.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Verdict {
+    /// The `RESULT` marker said PASS.
+    pub result_pass: bool,
+    /// A `RESULT` marker was printed at all.
+    pub finished: bool,
+    /// The exit count from the `RESULT` marker.
+    pub exits: u64,
+    /// Every line starting with `FAIL`.
+    pub failures: Vec<String>,
+}
+
+impl Verdict {
+    /// Whether the log shows a passing run.
+    #[must_use]
+    pub fn pass(&self) -> bool {
+        self.finished && self.result_pass && self.failures.is_empty()
+    }
+}
+
+/// Reads the markers from a serial log: `RESULT PASS|FAIL exits=N` and `FAIL ...` lines.
+#[must_use]
+pub fn parse_serial(text: &str) -> Verdict {
+    let mut verdict = Verdict::default();
+    for line in text.lines().map(str::trim_end) {
+        if let Some(rest) = line.strip_prefix("RESULT ") {
+            let mut words = rest.split_whitespace();
+            verdict.finished = true;
+            verdict.result_pass = words.next() == Some("PASS");
+            verdict.exits = words
+                .find_map(|w| w.strip_prefix("exits="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+        } else if line.starts_with("FAIL") {
+            verdict.failures.push(line.to_owned());
+        }
+    }
+    verdict
+}
+
+/// The workspace root.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+/// The bare-metal kernel image, built once per process.
+///
+/// # Errors
+/// The build's output when it fails.
+pub fn kernel() -> Result<PathBuf, String> {
+    static KERNEL: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    KERNEL.get_or_init(build_kernel).clone()
+}
+
+fn build_kernel() -> Result<PathBuf, String> {
+    let dir = workspace_root().join("examples/baremetal");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args(["build", "--release", "--target", "x86_64-unknown-none"])
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .map_err(|e| format!("could not run cargo in {}: {e}", dir.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building examples/baremetal failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(dir.join("target/x86_64-unknown-none/release/hvkit-baremetal"))
+}
+
+/// Runs `cmd` until it exits or `timeout` passes (then kills it); returns its status and time.
+fn run_with_timeout(
+    cmd: &mut Command,
+    timeout: Duration,
+) -> io::Result<(Option<ExitStatus>, Duration)> {
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((Some(status), start.elapsed()));
+        }
+        if start.elapsed() > timeout {
+            child.kill()?;
+            child.wait()?;
+            return Ok((None, start.elapsed()));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn log_file(path: &Path) -> io::Result<Stdio> {
+    Ok(Stdio::from(fs::File::create(path)?))
+}
+
+/// Runs one case and judges it. Never panics: every problem is a failed [`Outcome`].
+#[must_use]
+pub fn run(case: &Case) -> Outcome {
+    let dir = workspace_root().join("target/e2e").join(case.id());
+    let serial = dir.join("serial.txt");
+    let emulator_log = dir.join(match case.emulator {
+        Emulator::Bochs { .. } => "bochs.log",
+        Emulator::Qemu => "qemu.log",
+    });
+    let mut outcome = Outcome {
+        case: case.clone(),
+        pass: true,
+        exits: 0,
+        seconds: 0.0,
+        reason: String::new(),
+        serial: serial.clone(),
+        emulator_log: emulator_log.clone(),
+        serial_text: String::new(),
+    };
+    let ran = prepare(case, &dir).and_then(|kernel| match case.emulator {
+        Emulator::Bochs { cpu_model } => run_bochs(&dir, cpu_model),
+        Emulator::Qemu => run_qemu(case, &dir, &kernel, &emulator_log),
+    });
+    let (status, elapsed) = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            outcome.fail(e);
+            return outcome;
+        }
+    };
+    outcome.seconds = elapsed.as_secs_f64();
+    outcome.serial_text = fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .replace('\r', "");
+    let verdict = parse_serial(&outcome.serial_text);
+    outcome.exits = verdict.exits;
+    match status {
+        None => outcome.fail(format!("timed out after {}s", RUN_TIMEOUT.as_secs_f64())),
+        Some(status) if case.emulator == Emulator::Qemu => {
+            let expected = (QEMU_PASS_VALUE << 1) | 1;
+            if status.code() != Some(expected) {
+                outcome.fail(format!(
+                    "QEMU exited with {status}, a pass exits with {expected}"
+                ));
+            }
+        }
+        // Bochs exits 0 through the magic breakpoint and 1 through its shutdown port; the
+        // markers decide.
+        Some(_) => {}
+    }
+    if !verdict.finished {
+        outcome.fail("the kernel printed no RESULT marker");
+    } else if !verdict.pass() {
+        let detail = verdict
+            .failures
+            .first()
+            .map_or("RESULT FAIL", String::as_str);
+        outcome.fail(detail.to_owned());
+    }
+    outcome
+}
+
+/// Makes the run folder afresh and copies the kernel into it.
+fn prepare(case: &Case, dir: &Path) -> Result<PathBuf, String> {
+    let kernel = kernel()?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
+    }
+    let boot = dir.join("iso/boot");
+    fs::create_dir_all(boot.join("grub"))
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let copy = boot.join("kernel.elf");
+    fs::copy(&kernel, &copy).map_err(|e| format!("copying {}: {e}", kernel.display()))?;
+    let grub_cfg = format!(
+        "set timeout=0\nset default=0\nmenuentry \"hvkit\" {{\n  multiboot2 /boot/kernel.elf case={}\n  boot\n}}\n",
+        case.name
+    );
+    fs::write(boot.join("grub/grub.cfg"), grub_cfg).map_err(|e| format!("grub.cfg: {e}"))?;
+    Ok(copy)
+}
+
+fn run_bochs(dir: &Path, cpu_model: &str) -> Result<(Option<ExitStatus>, Duration), String> {
+    let iso_log = dir.join("grub-mkrescue.log");
+    let made = Command::new("grub-mkrescue")
+        .args([
+            "--install-modules=multiboot2 normal iso9660 biosdisk",
+            "--fonts=",
+            "--locales=",
+            "--themes=",
+            "-o",
+            "hvkit.iso",
+            "iso",
+        ])
+        .current_dir(dir)
+        .stdout(log_file(&iso_log).map_err(|e| e.to_string())?)
+        .stderr(log_file(&dir.join("grub-mkrescue.err")).map_err(|e| e.to_string())?)
+        .status()
+        .map_err(|e| format!("could not run grub-mkrescue ({e}); `cargo xtask e2e` installs it"))?;
+    if !made.success() {
+        return Err(format!(
+            "grub-mkrescue failed ({made}), see {}",
+            dir.join("grub-mkrescue.err").display()
+        ));
+    }
+    let bochsrc = format!(
+        "megs: 64\n\
+         cpu: model={cpu_model}, reset_on_triple_fault=0\n\
+         romimage: file=/usr/share/bochs/BIOS-bochs-latest, options=fastboot\n\
+         vgaromimage: file=/usr/share/bochs/VGABIOS-lgpl-latest\n\
+         display_library: sdl2\n\
+         ata0-master: type=cdrom, path=hvkit.iso, status=inserted\n\
+         boot: cdrom\n\
+         com1: enabled=1, mode=file, dev=serial.txt\n\
+         clock: sync=none, time0=1\n\
+         sound: waveoutdrv=dummy, waveindrv=dummy, midioutdrv=dummy\n\
+         speaker: enabled=0\n\
+         magic_break: enabled=1\n\
+         log: bochs.log\n"
+    );
+    fs::write(dir.join("bochsrc"), bochsrc).map_err(|e| format!("bochsrc: {e}"))?;
+    fs::write(dir.join("cmds"), "c\nq\n").map_err(|e| format!("cmds: {e}"))?;
+    run_with_timeout(
+        Command::new("bochs")
+            .args(["-q", "-f", "bochsrc", "-rc", "cmds"])
+            .current_dir(dir)
+            .env("SDL_VIDEODRIVER", "dummy")
+            .stdin(Stdio::null())
+            .stdout(log_file(&dir.join("bochs.out")).map_err(|e| e.to_string())?)
+            .stderr(Stdio::from(
+                fs::File::options()
+                    .append(true)
+                    .open(dir.join("bochs.out"))
+                    .map_err(|e| e.to_string())?,
+            )),
+        RUN_TIMEOUT,
+    )
+    .map_err(|e| format!("could not run bochs ({e}); `cargo xtask e2e` installs it"))
+}
+
+fn run_qemu(
+    case: &Case,
+    dir: &Path,
+    kernel: &Path,
+    log: &Path,
+) -> Result<(Option<ExitStatus>, Duration), String> {
+    let out = log_file(log).map_err(|e| e.to_string())?;
+    let err = Stdio::from(
+        fs::File::options()
+            .append(true)
+            .open(log)
+            .map_err(|e| e.to_string())?,
+    );
+    run_with_timeout(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "64"])
+            .args([
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "file:serial.txt",
+            ])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-kernel")
+            .arg(kernel)
+            .args(["-append", &format!("case={}", case.name)])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err),
+        RUN_TIMEOUT,
+    )
+    .map_err(|e| format!("could not run qemu-system-x86_64 ({e}); `cargo xtask e2e` installs it"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_passing_log() {
+        let v = parse_serial("hello\r\nok thing\nRESULT PASS exits=2\n");
+        assert!(v.pass());
+        assert_eq!(v.exits, 2);
+    }
+
+    #[test]
+    fn a_fail_line_fails_even_with_a_pass_marker() {
+        let v = parse_serial("FAIL vmread: boom\nRESULT PASS exits=2\n");
+        assert!(!v.pass());
+        assert_eq!(v.failures, ["FAIL vmread: boom"]);
+    }
+
+    #[test]
+    fn no_marker_is_no_pass() {
+        let v = parse_serial("ok enable\n");
+        assert!(!v.finished);
+        assert!(!v.pass());
+        let v = parse_serial("RESULT FAIL exits=1\n");
+        assert!(v.finished && !v.pass());
+        assert_eq!(v.exits, 1);
+    }
+
+    #[test]
+    fn summary_line_format() {
+        let outcome = Outcome {
+            case: Case::new("smoke", Vendor::Svm, Emulator::Qemu),
+            pass: true,
+            exits: 3,
+            seconds: 0.31,
+            reason: String::new(),
+            serial: PathBuf::from("s"),
+            emulator_log: PathBuf::from("l"),
+            serial_text: String::new(),
+        };
+        assert_eq!(outcome.line(), "e2e smoke svm/qemu PASS 3 exits 0.3s");
+        let mut failed = outcome.clone();
+        failed.fail("boom");
+        assert_eq!(
+            failed.report(),
+            "e2e smoke svm/qemu FAIL 3 exits 0.3s\n  reason: boom\n  serial: s\n  emulator log: l"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Host tests of hvkit-vmx's capability decoding against the values Bochs's Skylake-X model
+//! reported in the vmx/bochs smoke run (`tests/fixtures/bochs-corei7_skylake_x.msrs`; that run
+//! checks the fixture still matches the emulator).
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a malformed fixture should fail loudly"
+)]
+
+use hvkit_vmx::capabilities::{ControlsRequest, EptVpidCap, VmxCapabilities};
+use hvkit_vmx::controls::{
+    EntryControls, ExitControls, PrimaryControls, SecondaryControls, TertiaryControls,
+};
+
+fn fixture() -> Vec<(u32, u64)> {
+    let text = include_str!("../fixtures/bochs-corei7_skylake_x.msrs");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("msr "))
+        .map(|l| {
+            let (msr, value) = l.split_once(' ').unwrap();
+            let parse = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+            (u32::try_from(parse(msr)).unwrap(), parse(value))
+        })
+        .collect()
+}
+
+fn capabilities() -> VmxCapabilities {
+    let msrs = fixture();
+    let read = |msr: u32| {
+        msrs.iter()
+            .find(|(m, _)| *m == msr)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| unreachable!("MSR {msr:#x} was not read on Bochs"))
+    };
+    VmxCapabilities::read(&read)
+}
+
+#[test]
+fn decodes_the_bochs_snapshot() {
+    let caps = capabilities();
+    assert_eq!(caps.basic.revision_id(), 0x2b);
+    assert!(caps.basic.true_controls());
+    assert_eq!(caps.basic.memory_type(), 6);
+    assert_eq!(caps.pin_based.must_be_one, 0x16);
+    assert_eq!(caps.primary.must_be_one, 0x0400_6172);
+    assert!(caps.secondary.is_some());
+    assert!(caps.tertiary.is_none(), "Bochs has no tertiary controls");
+    assert!(caps.secondary_exit.is_none());
+    assert!(caps.misc.vmwrite_any_field());
+    assert!(caps.misc.activity_hlt());
+    assert_eq!(caps.cr0_fixed.fixed0, 0x8000_0021);
+    assert_eq!(caps.cr4_fixed.fixed0, 0x2000);
+    assert_eq!(caps.vmcs_max_index, 0x1a);
+    let ept = caps.ept_vpid.unwrap();
+    assert!(ept.contains(
+        EptVpidCap::PAGE_WALK_4
+            | EptVpidCap::MEMORY_TYPE_WB
+            | EptVpidCap::PAGE_1G
+            | EptVpidCap::INVEPT_SINGLE_CONTEXT
+            | EptVpidCap::INVVPID_SINGLE_CONTEXT
+    ));
+    assert!(!ept.contains(EptVpidCap::PAGE_WALK_5));
+    assert_eq!(caps.vmfunc, Some(1));
+}
+
+#[test]
+fn adjusts_the_smoke_case_controls() {
+    let caps = capabilities();
+    let request = ControlsRequest {
+        secondary: SecondaryControls::ENABLE_EPT | SecondaryControls::ENABLE_VPID,
+        exit: ExitControls::HOST_ADDRESS_SPACE_SIZE | ExitControls::LOAD_IA32_EFER,
+        entry: EntryControls::IA32E_MODE_GUEST | EntryControls::LOAD_IA32_EFER,
+        ..ControlsRequest::default()
+    };
+    let adjusted = caps.adjust(&request).unwrap();
+    // The values the smoke run printed and entered the guest with.
+    assert_eq!(adjusted.pin_based, 0x16);
+    assert_eq!(adjusted.primary, 0x8400_6172);
+    assert_eq!(adjusted.secondary, 0x22);
+    assert_eq!(adjusted.exit, 0x0023_6ffb);
+    assert_eq!(adjusted.entry, 0x93fb);
+}
+
+#[test]
+fn refuses_what_bochs_lacks() {
+    let caps = capabilities();
+    let request = ControlsRequest {
+        primary: PrimaryControls::HLT_EXITING,
+        tertiary: TertiaryControls::LOADIWKEY_EXITING,
+        secondary: SecondaryControls::ENABLE_PML
+            | SecondaryControls::ENABLE_ENCLS_EXITING
+            | SecondaryControls::MODE_BASED_EXECUTE_CONTROL,
+        ..ControlsRequest::default()
+    };
+    let refused = caps.adjust(&request).unwrap_err();
+    assert_eq!(refused.tertiary, TertiaryControls::LOADIWKEY_EXITING);
+    assert_eq!(refused.primary, PrimaryControls::ACTIVATE_TERTIARY_CONTROLS);
+    assert_eq!(
+        refused.secondary,
+        SecondaryControls::ENABLE_ENCLS_EXITING | SecondaryControls::MODE_BASED_EXECUTE_CONTROL
+    );
+}

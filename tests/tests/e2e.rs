@@ -1,0 +1,47 @@
+//! The end-to-end cases: the bare-metal kernel in Bochs and QEMU, one test per run.
+//!
+//! Each test prints the one-line summary (`e2e <case> <vendor>/<emulator> PASS|FAIL <exits>
+//! exits <seconds>s`, plus the log paths on failure) and fails when the run fails.
+//! `cargo xtask e2e [FILTER]` runs them after installing the emulators.
+
+use std::fs;
+
+use hvkit_e2e::{Case, Emulator, Outcome, Vendor};
+
+/// Prints the summary and turns a failed run into a failed test.
+fn finish(outcome: &Outcome) {
+    println!("{}", outcome.report());
+    assert!(outcome.pass, "{}", outcome.report());
+}
+
+/// The `msr <number> <value>` lines of a serial log or fixture (comments skipped).
+fn msr_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("msr "))
+        .collect()
+}
+
+/// VMX on Bochs (Skylake-X): capability snapshot, VMXON, VMCS instructions and their failure
+/// modes, INVEPT/INVVPID, and a 64-bit guest under a 1:1 EPT exiting on CPUID and VMCALL.
+#[test]
+fn smoke_vmx_bochs() {
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_SKYLAKE));
+    let fixture = hvkit_e2e::workspace_root().join("tests/fixtures/bochs-corei7_skylake_x.msrs");
+    match fs::read_to_string(&fixture) {
+        Ok(expected) => {
+            let seen = msr_lines(&outcome.serial_text);
+            let expected = msr_lines(&expected);
+            if outcome.pass && seen != expected {
+                let new: Vec<_> = seen.iter().filter(|l| !expected.contains(l)).collect();
+                let gone: Vec<_> = expected.iter().filter(|l| !seen.contains(l)).collect();
+                outcome.fail(format!(
+                    "the capability MSRs differ from {}: now {new:?}, fixture {gone:?}",
+                    fixture.display()
+                ));
+            }
+        }
+        Err(e) => outcome.fail(format!("reading {}: {e}", fixture.display())),
+    }
+    finish(&outcome);
+}
