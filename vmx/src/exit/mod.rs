@@ -42,6 +42,7 @@
 
 mod bits;
 mod guest_state;
+mod info;
 mod instruction_info;
 mod interruption;
 mod operand;
@@ -49,6 +50,7 @@ mod qualification;
 mod reason;
 
 pub use guest_state::{ActivityState, Interruptibility, PendingDebugExceptions};
+pub use info::ExitInformation;
 pub use instruction_info::{
     DecodedInstructionInfo, DescriptorTableInstruction, DescriptorTableInstructionInfo,
     InsOutsInstructionInfo, InstructionInfo, InvalidationInstructionInfo, LdtrTrInstruction,

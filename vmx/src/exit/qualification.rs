@@ -947,9 +947,10 @@ impl ApicWriteQualification {
 }
 
 /// Exit qualification for a page-modification-log-full event (basic reason 62) (SDM Vol. 3C,
-/// 28.2.1): bit 12 is NMI unblocking due to IRET, bit 16 marks an access asynchronous to
-/// instruction execution (as for EPT violations; older SDM revisions define only bit 12); the
-/// other bits are undefined.
+/// 28.2.1): bit 12 is NMI unblocking due to IRET; the other bits are undefined, except that
+/// bit 16 is read as marking an access asynchronous to instruction execution, as for EPT
+/// violations (older SDM revisions define only bit 12, and bit 16 was not verified against
+/// 325462-086US; treat it as a hint).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PmlFullQualification(pub u64);
 
@@ -1158,6 +1159,10 @@ pub enum DecodedQualification {
     InstructionTimeout(InstructionTimeoutQualification),
     /// Reasons 78–81, 84 and 85: the MSR that caused the exit.
     MsrAddress(MsrAddressQualification),
+    /// A known reason whose qualification (if it has one) this crate does not decode because
+    /// its layout was not verified: reasons 6 (other SMI), 72 and 73 (ENQCMD/ENQCMDS PASID
+    /// translation failures). The raw field is kept.
+    NotDecoded(u64),
     /// A basic reason this crate does not know; the raw field is kept.
     UnknownReason(u64),
 }
@@ -1222,6 +1227,9 @@ impl ExitQualification {
             | BasicExitReason::UWRMSR
             | BasicExitReason::RDMSR_IMMEDIATE
             | BasicExitReason::WRMSRNS_IMMEDIATE => D::MsrAddress(MsrAddressQualification(raw)),
+            BasicExitReason::OTHER_SMI
+            | BasicExitReason::ENQCMD_PASID_TRANSLATION_FAILURE
+            | BasicExitReason::ENQCMDS_PASID_TRANSLATION_FAILURE => D::NotDecoded(raw),
             other if other.name().is_some() => D::None,
             _ => D::UnknownReason(raw),
         }
@@ -1653,8 +1661,12 @@ mod tests {
             .filter(|&&r| ExitQualification::decode(r, 0) != DecodedQualification::None)
             .count();
         // 0, 4, 5, 9, 14, 13 displacement reasons, 28, 29, 30, 33, 34, 36, 44, 45, 48, 49, 56,
-        // 62, 66, 75, 78–81, 84 and 85.
-        assert_eq!(with_qualification, 38);
+        // 62, 66, 75, 78–81, 84 and 85, plus the three kept raw (6, 72, 73).
+        assert_eq!(with_qualification, 41);
+        assert_eq!(
+            ExitQualification::decode(BasicExitReason::ENQCMD_PASID_TRANSLATION_FAILURE, 9),
+            DecodedQualification::NotDecoded(9)
+        );
         for reason in [
             BasicExitReason::CPUID,
             BasicExitReason::HLT,

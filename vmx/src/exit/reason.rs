@@ -282,7 +282,7 @@ impl fmt::Display for BasicExitReason {
 ///
 /// Any value is accepted; the undefined bits are reported by
 /// [`undefined_bits`](Self::undefined_bits) rather than rejected.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ExitReason(pub u32);
 
 impl ExitReason {
