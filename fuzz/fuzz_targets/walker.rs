@@ -1,0 +1,99 @@
+//! The two-dimensional walker (guest paging, no nested paging) against the plain reference walker on
+//! random guest tables in every paging mode.
+#![no_main]
+
+use arbitrary::Arbitrary;
+use hvkit_fuzz::reference_walker::{Outcome, Regs, walk};
+use hvkit_paging::walk::{AccessKind, WalkFault};
+use hvkit_paging::{Access, GuestPagingState, GuestVirtAddr, HostArena, HostPhysAddr, Nested, PhysMemory, Walker};
+use libfuzzer_sys::fuzz_target;
+
+const FRAMES: u64 = 16;
+
+#[derive(Arbitrary, Debug)]
+struct Input {
+    cr0: u8,
+    cr4: u8,
+    efer: u8,
+    pkru: u32,
+    maxphy: u8,
+    gbpages: bool,
+    root: u8,
+    va: u64,
+    kind: u8,
+    user: bool,
+    implicit: bool,
+    ac: bool,
+    seed: u64,
+    writes: Vec<(u8, u16, u64)>,
+}
+
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+fuzz_target!(|i: Input| {
+    let arena = HostArena::with_base(HostPhysAddr::new_truncate(0x40_0000), FRAMES as usize);
+    let base = arena.base().as_u64();
+    // Fill the frames with entries that mostly point back into the arena.
+    let mut s = i.seed | 1;
+    for k in 0..FRAMES * 512 {
+        let r = next(&mut s);
+        let flags = r & 0x1ff & if r >> 60 == 0 { 0x1fe } else { 0x1ff };
+        let addr = base + ((r >> 9) % FRAMES) * 4096;
+        let high = if r >> 58 == 1 { r & 0xfff0_0000_0000_0000 } else { r & (1 << 63) };
+        let v = addr | flags | high | if (r >> 20) % 7 == 0 { 1 << 13 } else { 0 };
+        arena.write_u64(HostPhysAddr::new_truncate(base + k * 8), v).expect("in arena");
+    }
+    for &(f, idx, raw) in i.writes.iter().take(32) {
+        let at = base + u64::from(f) % FRAMES * 4096 + u64::from(idx % 512) * 8;
+        arena.write_u64(HostPhysAddr::new_truncate(at), raw).expect("in arena");
+    }
+    let bitset = |b: u8, map: &[(u8, u64)]| map.iter().filter(|(k, _)| b >> k & 1 == 1).fold(0, |a, (_, v)| a | v);
+    let regs = Regs {
+        cr0: bitset(i.cr0, &[(0, 1 << 31), (1, 1 << 16)]),
+        cr3: base + u64::from(i.root) % FRAMES * 4096 + if i.root >> 7 == 1 { 0x20 * u64::from(i.root & 3) } else { 0 },
+        cr4: bitset(i.cr4, &[(0, 1 << 4), (1, 1 << 5), (2, 1 << 7), (3, 1 << 12), (4, 1 << 20), (5, 1 << 21), (6, 1 << 22)]),
+        efer: bitset(i.efer, &[(0, 1 << 10), (1, 1 << 11)]),
+        pkru: i.pkru,
+        maxphy: 32 + i.maxphy % 21,
+        gbpages: i.gbpages,
+    };
+    let kind = i.kind % 3;
+    let want = walk(&arena, &regs, i.va, kind, i.user, i.implicit, i.ac);
+    let st = GuestPagingState {
+        cr0: regs.cr0,
+        cr3: regs.cr3,
+        cr4: regs.cr4,
+        efer: regs.efer,
+        pkru: regs.pkru,
+        maxphyaddr: regs.maxphy,
+        gbpages: regs.gbpages,
+    };
+    let access = Access {
+        kind: [AccessKind::Read, AccessKind::Write, AccessKind::Execute][usize::from(kind)],
+        user: i.user,
+        implicit_supervisor: i.implicit,
+        rflags_ac: i.ac,
+    };
+    let got = match Walker::new(&arena, Nested::None).translate(&st, GuestVirtAddr::new(i.va), access) {
+        Ok(t) => Outcome::Ok { gpa: t.gpa.as_u64(), size: t.page_size.bytes(), global: t.global },
+        Err(WalkFault::PageFault { error_code, address }) => {
+            assert_eq!(address.as_u64(), i.va);
+            Outcome::PageFault(error_code.bits())
+        }
+        Err(WalkFault::NonCanonical(_)) => Outcome::NonCanonical,
+        Err(WalkFault::InvalidPdpte { index }) => Outcome::BadPdpte(index),
+        Err(WalkFault::Memory(_)) => Outcome::Memory,
+        Err(other) => panic!("unexpected {other:?} without nested paging"),
+    };
+    // A guest PA beyond 52 bits cannot be represented; the walker truncates like the address type.
+    let want = match want {
+        Outcome::Ok { gpa, size, global } => Outcome::Ok { gpa: gpa & ((1 << 52) - 1), size, global },
+        o => o,
+    };
+    assert_eq!(got, want, "regs {regs:?} va {:#x} kind {kind}", i.va);
+});

@@ -1,0 +1,199 @@
+//! A plain reference walker for guest paging without nested paging, written straight from the SDM
+//! tables (Vol. 3A 4.3–4.7) with a table of levels per mode, to cross-check `hvkit_paging::Walker`.
+
+use hvkit_paging::{HostArena, HostPhysAddr, PhysMemory};
+
+/// The outcome, in plain numbers.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Outcome {
+    /// Translated: guest-physical address, page size in bytes, global.
+    Ok { gpa: u64, size: u64, global: bool },
+    /// #PF with this error code.
+    PageFault(u64),
+    /// #GP (non-canonical).
+    NonCanonical,
+    /// PAE PDPTE with reserved bits.
+    BadPdpte(u8),
+    /// Memory outside the arena.
+    Memory,
+}
+
+/// Guest registers.
+#[derive(Debug, Clone, Copy)]
+pub struct Regs {
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub pkru: u32,
+    pub maxphy: u8,
+    pub gbpages: bool,
+}
+
+fn bits(hi: u32, lo: u32) -> u64 {
+    if hi < lo {
+        return 0;
+    }
+    ((u64::MAX >> (63 - hi)) >> lo) << lo
+}
+
+fn bit(v: u64, n: u32) -> bool {
+    (v >> n) & 1 == 1
+}
+
+/// kind: 0 read, 1 write, 2 fetch.
+pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: bool, ac: bool) -> Outcome {
+    if !bit(r.cr0, 31) {
+        return Outcome::Ok { gpa: va & 0xffff_ffff, size: 4096, global: false };
+    }
+    let pae = bit(r.cr4, 5);
+    let long = pae && bit(r.efer, 10);
+    let la57 = long && bit(r.cr4, 12);
+    let nxe = pae && bit(r.efer, 11);
+    let m = u32::from(r.maxphy).clamp(32, 52);
+    let cpl3 = user && !implicit;
+    let (smep, smap, pke, pse, pge, wp) =
+        (bit(r.cr4, 20), bit(r.cr4, 21), bit(r.cr4, 22), bit(r.cr4, 4), bit(r.cr4, 7), bit(r.cr0, 16));
+    let mut code = 0u64;
+    if kind == 1 {
+        code |= 2;
+    }
+    if cpl3 {
+        code |= 4;
+    }
+    if kind == 2 && (smep || (pae && bit(r.efer, 11))) {
+        code |= 16;
+    }
+    let read = |addr: u64, wide: bool| -> Option<u64> {
+        let a = HostPhysAddr::new_truncate(addr);
+        if wide { mem.read_u64(a).ok() } else { mem.read_u32(a).ok().map(u64::from) }
+    };
+
+    // (index shift, index width, may be a leaf?, page size) per level, top first.
+    let mut levels: Vec<(u32, u32, bool)> = Vec::new();
+    let wide = pae;
+    let mut table;
+    if long {
+        let top = if la57 { 48 } else { 39 };
+        let sign = (va as i64) >> (top + 8);
+        if sign != 0 && sign != -1 {
+            return Outcome::NonCanonical;
+        }
+        if la57 {
+            levels.push((48, 9, false));
+        }
+        levels.extend([(39, 9, false), (30, 9, true), (21, 9, true), (12, 9, true)]);
+        table = r.cr3 & bits(m - 1, 12);
+    } else if pae {
+        let idx = (va >> 30) & 3;
+        let Some(pdpte) = read((r.cr3 & bits(31, 5)) + idx * 8, true) else { return Outcome::Memory };
+        if pdpte & 1 == 0 {
+            return Outcome::PageFault(code);
+        }
+        if pdpte & (bits(2, 1) | bits(8, 5) | (1 << 63) | bits(51, m)) != 0 {
+            return Outcome::BadPdpte(idx as u8);
+        }
+        table = pdpte & bits(m - 1, 12);
+        levels.extend([(21, 9, true), (12, 9, true)]);
+    } else {
+        table = r.cr3 & bits(31, 12);
+        levels.extend([(22, 10, pse), (12, 10, true)]);
+    }
+
+    let (mut u, mut w, mut x) = (true, true, true);
+    let n = levels.len();
+    for (k, &(shift, width, can_be_large)) in levels.iter().enumerate() {
+        let last = k + 1 == n;
+        let idx = (va >> shift) & ((1 << width) - 1);
+        let Some(e) = read(table + idx * if wide { 8 } else { 4 }, wide) else { return Outcome::Memory };
+        if e & 1 == 0 {
+            return Outcome::PageFault(code);
+        }
+        let ps = bit(e, 7);
+        let is_pdpt_level = long && shift == 30;
+        let large = !last && ps && can_be_large && (!is_pdpt_level || r.gbpages);
+        let mut rsvd = 0u64;
+        if wide {
+            rsvd |= bits(51, m);
+            if !long {
+                rsvd |= bits(62, 52);
+            }
+            if !nxe {
+                rsvd |= 1 << 63;
+            }
+            if long && shift >= 39 {
+                rsvd |= 1 << 7;
+            }
+            if is_pdpt_level && ps && !r.gbpages {
+                rsvd |= 1 << 7;
+            }
+            if large {
+                rsvd |= bits(shift - 1, 13);
+            }
+        } else if large {
+            rsvd |= 1 << 21;
+            let top = m.min(40);
+            if top < 40 {
+                rsvd |= bits(20, 13 + top - 32);
+            }
+        }
+        if e & rsvd != 0 {
+            return Outcome::PageFault(code | 1 | 8);
+        }
+        u &= bit(e, 2);
+        w &= bit(e, 1);
+        if wide && bit(e, 63) {
+            x = false;
+        }
+        if last || large {
+            let size = 1u64 << shift;
+            let base = if wide {
+                e & bits(m - 1, shift)
+            } else if large {
+                (e & bits(31, 22)) | ((e & bits(20, 13)) << 19)
+            } else {
+                e & bits(31, 12)
+            };
+            let gpa = base | (va & (size - 1));
+            let nx = nxe && !x;
+            let smap_hit = u && smap && (implicit || !ac);
+            let ok = match kind {
+                0 => {
+                    if cpl3 {
+                        u
+                    } else {
+                        !smap_hit
+                    }
+                }
+                1 => {
+                    if cpl3 {
+                        u && w
+                    } else {
+                        !smap_hit && (!wp || w)
+                    }
+                }
+                _ => {
+                    if cpl3 {
+                        u && !nx
+                    } else {
+                        !(u && smep) && !nx
+                    }
+                }
+            };
+            if !ok {
+                return Outcome::PageFault(code | 1);
+            }
+            if long && pke && u && kind != 2 {
+                let key = (e >> 59) & 15;
+                let ad = bit(u64::from(r.pkru), (2 * key) as u32);
+                let wd = bit(u64::from(r.pkru), (2 * key + 1) as u32);
+                if ad || (kind == 1 && wd && (cpl3 || wp)) {
+                    return Outcome::PageFault(code | 1 | 32);
+                }
+            }
+            return Outcome::Ok { gpa: if wide { gpa } else { gpa & bits(39, 0) }, size, global: pge && bit(e, 8) };
+        }
+        table = e & if wide { bits(m - 1, 12) } else { bits(31, 12) };
+    }
+    unreachable!("the last level always returns")
+}
