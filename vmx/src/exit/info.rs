@@ -124,6 +124,57 @@ mod tests {
     use super::*;
     use crate::exit::{DebugExceptionQualification, IoDirection};
 
+    /// Every reason (known or not) with many bit patterns: decoding and formatting never
+    /// panic, and the raw values stay available.
+    #[test]
+    fn every_reason_and_pattern_decodes_without_panicking() {
+        let patterns = [
+            0,
+            u64::MAX,
+            0x5555_5555_5555_5555,
+            0xAAAA_AAAA_AAAA_AAAA,
+            0x8000_0000_0000_0000,
+            0x0001_FFFF,
+        ];
+        for basic in (0..=90u32).chain([0x7FFF, 0xFFFF]) {
+            for &pattern in &patterns {
+                for flags in [0u32, 0xFFFF_0000] {
+                    let truncated = u32::try_from(pattern & 0xFFFF_FFFF).unwrap();
+                    let info = ExitInformation {
+                        reason: ExitReason(basic | flags),
+                        qualification: pattern,
+                        guest_linear_address: pattern,
+                        guest_physical_address: pattern,
+                        interruption_info: truncated,
+                        interruption_error_code: truncated,
+                        idt_vectoring_info: truncated,
+                        idt_vectoring_error_code: truncated,
+                        instruction_length: truncated,
+                        instruction_info: truncated,
+                    };
+                    let text = format!(
+                        "{:?} {} {:?} {:?} {:?} {:?} {:?} {:?}",
+                        info.reason,
+                        info.reason,
+                        info.decoded_qualification(),
+                        info.decoded_instruction_info(),
+                        info.exit_interruption(),
+                        info.idt_vectoring(),
+                        info.exception(),
+                        info.reinjection(),
+                    );
+                    assert!(!text.is_empty());
+                    if info.basic_reason().name().is_none() {
+                        assert_eq!(
+                            info.decoded_qualification(),
+                            DecodedQualification::UnknownReason(pattern)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn io_exit() {
         let info = ExitInformation {

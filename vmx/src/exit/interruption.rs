@@ -586,8 +586,9 @@ impl EventInjection {
     /// allow (SDM Vol. 3C, 27.2.1.3): `Ok(None)` when the valid bit is clear.
     ///
     /// Unlike the constructors, this accepts an instruction length of 0 (valid with
-    /// IA32_VMX_MISC bit 30) and does not tie the error code to the vector (that rule depends
-    /// on CR0.PE, "unrestricted guest" and IA32_VMX_BASIC bit 56).
+    /// IA32_VMX_MISC bit 30), a hardware exception with vector 2 (VM entry does not refuse
+    /// it), and does not tie the error code to the vector (that rule depends on CR0.PE,
+    /// "unrestricted guest" and IA32_VMX_BASIC bit 56).
     ///
     /// # Errors
     ///

@@ -6,6 +6,18 @@
 //! access you use, then decode them here. Nothing in this module touches hardware, so it runs
 //! in host tests, under Miri and in fuzzers.
 //!
+//! - [`ExitReason`] / [`BasicExitReason`]: the exit-reason field; every basic reason of
+//!   Appendix C is a named constant of an open newtype.
+//! - [`ExitQualification::decode`] → [`DecodedQualification`]: one typed decoder per reason
+//!   that has a qualification.
+//! - [`InstructionInfo::decode`] → [`DecodedInstructionInfo`]: the instruction-information
+//!   layouts (memory operands, registers).
+//! - [`ExitInterruptionInfo`], [`IdtVectoringInfo`], [`EntryInterruptionInfo`] and the checked
+//!   [`EventInjection`] builder.
+//! - [`Interruptibility`], [`ActivityState`], [`PendingDebugExceptions`]: guest non-register
+//!   state.
+//! - [`ExitInformation`]: all VM-exit information fields of one exit, for run loops and dumps.
+//!
 //! Reference: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes,
 //! Order Number 325462-086US (December 2024): Volume 3C, 25.4.2 "Guest Non-Register State",
 //! 25.8.3 "VM-Entry Controls for Event Injection", 25.9 "VM-Exit Information Fields", 28.2
