@@ -45,3 +45,26 @@ fn smoke_vmx_bochs() {
     }
     finish(&outcome);
 }
+
+/// SVM on QEMU TCG (`-cpu max`: NPT, no NRIP save): enabling SVM, `check_vmcb`, VMRUN refused
+/// for ASID 0, then a 64-bit guest under a 1:1 nested page table exiting on CPUID and VMMCALL
+/// (instructions skipped by their fixed lengths).
+#[test]
+fn smoke_svm_qemu() {
+    finish(&hvkit_e2e::run(&Case::new(
+        "smoke",
+        Vendor::Svm,
+        Emulator::Qemu,
+    )));
+}
+
+/// The same SVM case on Bochs's Trinity APU model (NPT and NRIP save: the exits' nRIP is
+/// checked against the instruction lengths).
+#[test]
+fn smoke_svm_bochs() {
+    finish(&hvkit_e2e::run(&Case::new(
+        "smoke",
+        Vendor::Svm,
+        Emulator::BOCHS_TRINITY,
+    )));
+}

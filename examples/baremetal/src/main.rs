@@ -6,6 +6,7 @@
 
 mod boot;
 mod serial;
+mod svm_smoke;
 mod sync;
 mod vmx_smoke;
 
@@ -51,6 +52,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     println!("cpu: {vendor:?}, vmx {vmx}, svm {svm}");
     match vendor {
         Vendor::Intel if vmx => vmx_smoke::run(),
+        Vendor::Amd if svm => svm_smoke::run(),
         _ => {
             println!("FAIL no supported virtualization extension");
             serial::finish(false, 0)

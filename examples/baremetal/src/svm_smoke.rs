@@ -1,0 +1,376 @@
+//! The SVM smoke case: enable SVM with hvkit-svm, build a VMCB for a 64-bit guest that shares the
+//! host's page tables (under a 1:1 nested page table when the CPU has NPT), check it with
+//! `check_vmcb`, make VMRUN fail on purpose (ASID 0), then run the guest: CPUID and VMMCALL exits.
+//!
+//! Reference: AMD64 Architecture Programmer's Manual Volume 2 (Publication No. 24593, Revision
+//! 3.42, March 2024): 15.4 "Enabling SVM", 15.5 "VMRUN Instruction" (15.5.1 "Basic Operation"
+//! for the consistency checks), 15.6 "#VMEXIT", 15.7 "Intercept Operation", 15.25 "Nested
+//! Paging", Appendix C "SVM Intercept Exit Codes".
+// UNSAFETY: this case executes SVM instructions and hands the CPU a guest built from assembly
+// symbols.
+#![expect(unsafe_code, reason = "the case drives SVM directly")]
+
+use core::arch::global_asm;
+use core::arch::x86_64::{__cpuid, __cpuid_count};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hvkit_svm::check::{Rule, check_vmcb};
+use hvkit_svm::enable::{SvmMsrs, disable_svm, enable_svm};
+use hvkit_svm::exit::ExitCode;
+use hvkit_svm::features::{HostCapabilities, SvmFeatureFlags};
+use hvkit_svm::instructions::{HardwareCpuid, HardwareSvmMsrs, clgi, stgi, vmload, vmrun, vmsave};
+use hvkit_svm::intercept::{MiscIntercepts1, MiscIntercepts2};
+use hvkit_svm::regs::GuestRegisters;
+use hvkit_svm::segment::Segment;
+use hvkit_svm::setup::LongModeGuest;
+use hvkit_svm::vmcb::{Intercepts, NestedControl, Vmcb};
+use hvkit_svm::{Iopm, Msrpm};
+use x86_64::PhysAddr;
+use x86_64::instructions::tables;
+
+use crate::boot::selectors;
+use crate::println;
+use crate::serial;
+use crate::sync::{Page, TakeOnce};
+
+/// The CPUID leaf the host answers itself, and the signature it returns in EBX, ECX, EDX.
+const HV_LEAF: u32 = 0x4000_0000;
+const HV_SIGNATURE: &[u8; 12] = b"hvkitHVKIThv";
+/// The value the guest stores to [`svm_guest_marker`] before its VMMCALL.
+const GUEST_MARKER: u64 = 0x600D_F00D_0000_0002;
+/// Instruction lengths for CPUs without NRIP save (QEMU TCG): CPUID is 0F A2, VMMCALL 0F 01 D9.
+const CPUID_LENGTH: u64 = 2;
+const VMMCALL_LENGTH: u64 = 3;
+
+/// Nested page table entry bits: the host's own x86-64 format (APM 15.25.5 "Nested Table Walk":
+/// nested walks are user accesses, so U/S must be set at every level).
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const HUGE: u64 = 1 << 7;
+
+global_asm!(
+    r#"
+    .text
+    .global svm_guest_entry
+svm_guest_entry:
+    mov eax, 0x40000000
+    xor ecx, ecx
+    cpuid
+    mov r8, 0x600DF00D00000002
+    mov qword ptr [rip + svm_guest_marker], r8
+    .global svm_guest_vmmcall
+svm_guest_vmmcall:
+    vmmcall
+    ud2
+
+    .section .bss.svm, "aw", @nobits
+    .balign 16
+svm_guest_stack:
+    .skip 4096
+    .global svm_guest_stack_top
+svm_guest_stack_top:
+"#
+);
+
+unsafe extern "C" {
+    static svm_guest_entry: u8;
+    static svm_guest_vmmcall: u8;
+    static svm_guest_stack_top: u8;
+}
+
+/// Written by the guest (through the shared identity mapping) right before its VMMCALL.
+#[unsafe(no_mangle)]
+static svm_guest_marker: AtomicU64 = AtomicU64::new(0);
+
+static HOST_SAVE_AREA: TakeOnce<hvkit_svm::enable::HostSaveArea> =
+    TakeOnce::new(hvkit_svm::enable::HostSaveArea::new());
+static GUEST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
+static HOST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
+static IOPM: TakeOnce<Iopm> = TakeOnce::new(Iopm::intercept_none());
+static MSRPM: TakeOnce<Msrpm> = TakeOnce::new(Msrpm::intercept_none());
+static NPT_PML4: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
+static NPT_PDPT: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
+static NPT_PD: TakeOnce<[Page; 4]> = TakeOnce::new([const { Page::zeroed() }; 4]);
+
+fn fail(what: &str, exits: u64, detail: core::fmt::Arguments<'_>) -> ! {
+    println!("FAIL {what}: {detail}");
+    serial::finish(false, exits)
+}
+
+fn check(what: &str, ok: bool, exits: u64, detail: core::fmt::Arguments<'_>) {
+    if ok {
+        println!("ok {what}: {detail}");
+    } else {
+        fail(what, exits, detail);
+    }
+}
+
+fn addr<T>(r: &T) -> u64 {
+    core::ptr::from_ref(r) as u64
+}
+
+/// Builds an identity nested page table of the low 4 GiB and returns its root.
+fn build_npt(gigabyte_pages: bool) -> u64 {
+    let (Some(pml4), Some(pdpt), Some(pds)) = (NPT_PML4.take(), NPT_PDPT.take(), NPT_PD.take())
+    else {
+        fail("npt", 0, format_args!("tables taken twice"))
+    };
+    let table = PRESENT | WRITABLE | USER;
+    pml4.0[0] = pdpt.phys() | table;
+    if gigabyte_pages {
+        for (i, entry) in pdpt.0.iter_mut().take(4).enumerate() {
+            *entry = ((i as u64) << 30) | table | HUGE;
+        }
+        println!("ok npt: 1:1 map of 0..4 GiB with 1 GiB pages");
+    } else {
+        for (i, pd) in pds.iter_mut().enumerate() {
+            pdpt.0[i] = pd.phys() | table;
+            for (j, entry) in pd.0.iter_mut().enumerate() {
+                *entry = (((i * 512 + j) as u64) << 21) | table | HUGE;
+            }
+        }
+        println!("ok npt: 1:1 map of 0..4 GiB with 2 MiB pages");
+    }
+    pml4.phys()
+}
+
+/// One world switch: host state out, guest in, VMRUN, and back.
+///
+/// # Safety
+/// - SVM is enabled on this CPU; `guest`/`host` live at `guest_pa`/`host_pa`; the guest VMCB
+///   describes a guest that only touches memory this kernel lets it share.
+unsafe fn world_switch(
+    guest: &mut Vmcb,
+    guest_pa: PhysAddr,
+    host: &mut Vmcb,
+    host_pa: PhysAddr,
+    regs: &mut GuestRegisters,
+) {
+    // SAFETY: forwarded from this function's contract. GIF stays clear from CLGI to STGI, so the
+    // host takes nothing while its FS/GS/TR state is the guest's.
+    unsafe {
+        clgi();
+        vmsave(host, host_pa);
+        vmload(guest, guest_pa);
+        vmrun(guest, guest_pa, regs);
+        vmsave(guest, guest_pa);
+        vmload(host, host_pa);
+        stgi();
+    }
+}
+
+/// The SVM smoke case.
+pub fn run() -> ! {
+    let cpuid = HardwareCpuid;
+    let leaf = __cpuid(0x8000_000A);
+    let caps = HostCapabilities::from_cpuid(
+        [leaf.eax, leaf.ebx, leaf.ecx, leaf.edx],
+        __cpuid(0x8000_0008).eax,
+        __cpuid(0x8000_0001).edx,
+    );
+    println!("caps {caps:#x?}");
+    let nested = caps.svm.has(SvmFeatureFlags::NESTED_PAGING);
+    let nrip = caps.svm.has(SvmFeatureFlags::NRIP_SAVE);
+    let gigabyte_pages = __cpuid(0x8000_0001).edx & (1 << 26) != 0;
+
+    let (Some(hsave), Some(guest), Some(host), Some(iopm), Some(msrpm)) = (
+        HOST_SAVE_AREA.take(),
+        GUEST_VMCB.take(),
+        HOST_VMCB.take(),
+        IOPM.take(),
+        MSRPM.take(),
+    ) else {
+        fail("statics", 0, format_args!("taken twice"))
+    };
+    let hsave_pa = PhysAddr::new(addr(hsave));
+    let guest_pa = PhysAddr::new(addr(guest));
+    let host_pa = PhysAddr::new(addr(host));
+
+    // SAFETY: ring 0 on the only CPU; this kernel owns its SVM state.
+    let mut msrs = unsafe { HardwareSvmMsrs::new() };
+    let features = match enable_svm(&cpuid, &mut msrs, hsave_pa) {
+        Ok(f) => f,
+        Err(e) => fail("enable", 0, format_args!("{e}")),
+    };
+    let efer = msrs.efer();
+    let hsave_read = msrs.vm_hsave_pa();
+    check(
+        "enable",
+        efer & hvkit_svm::enable::EFER_SVME != 0 && hsave_read == hsave_pa.as_u64(),
+        0,
+        format_args!(
+            "EFER {efer:#x}, VM_HSAVE_PA {hsave_read:#x}, revision {}, {} ASIDs, NPT {nested}, NRIP save {nrip}",
+            features.revision, features.asid_count
+        ),
+    );
+
+    let (cr3, _) = x86_64::registers::control::Cr3::read_raw();
+    let gdtr = tables::sgdt();
+    let idtr = tables::sidt();
+    // SAFETY: only symbol addresses are taken.
+    let (entry, vmmcall_rip, stack) = unsafe {
+        (
+            addr(&svm_guest_entry),
+            addr(&svm_guest_vmmcall),
+            addr(&svm_guest_stack_top),
+        )
+    };
+    guest.set_flat_long_mode(&LongModeGuest {
+        cr3: cr3.start_address().as_u64(),
+        rip: entry,
+        rsp: stack,
+        code_selector: selectors::CODE,
+        data_selector: selectors::DATA,
+    });
+    guest.set_gdtr(Segment::table(gdtr.base.as_u64(), gdtr.limit));
+    guest.set_idtr(Segment::table(idtr.base.as_u64(), idtr.limit));
+    let mut intercepts = Intercepts::baseline();
+    intercepts.misc1 |= MiscIntercepts1::CPUID;
+    intercepts.misc2 |= MiscIntercepts2::VMRUN | MiscIntercepts2::VMMCALL;
+    guest.set_intercepts(intercepts);
+    guest.set_iopm_base_pa(PhysAddr::new(addr(iopm)));
+    guest.set_msrpm_base_pa(PhysAddr::new(addr(msrpm)));
+    guest.set_guest_asid(1);
+    if nested {
+        let root = build_npt(gigabyte_pages);
+        guest.set_nested_control(NestedControl::NP_ENABLE);
+        guest.set_nested_cr3(PhysAddr::new(root));
+    }
+    guest.mark_all_dirty();
+
+    let violations = check_vmcb(guest, &caps);
+    check(
+        "check_vmcb",
+        violations.is_empty(),
+        0,
+        format_args!("{violations:?}"),
+    );
+
+    // A VMCB with ASID 0 is illegal: VMRUN must come back with VMEXIT_INVALID.
+    guest.set_guest_asid(0);
+    let flagged = check_vmcb(guest, &caps).contains(Rule::AsidZero);
+    let mut regs = GuestRegisters::default();
+    // SAFETY: SVM is enabled; the VMCBs are statics at the given addresses; VMRUN refuses this
+    // guest before running it.
+    unsafe { world_switch(guest, guest_pa, host, host_pa, &mut regs) };
+    let code = guest.control().exit_code();
+    check(
+        "vmrun with ASID 0",
+        code.is_invalid() && flagged,
+        0,
+        format_args!("exit code {code:?}, check_vmcb flags AsidZero: {flagged}"),
+    );
+    guest.set_guest_asid(1);
+    guest.set_rip(entry);
+    guest.mark_all_dirty();
+
+    let mut exits = 0u64;
+    let mut cpuid_exits = 0u64;
+    loop {
+        // SAFETY: SVM is enabled; the VMCBs are statics at the given addresses; the guest shares
+        // the host's identity-mapped memory and only runs the code above.
+        unsafe { world_switch(guest, guest_pa, host, host_pa, &mut regs) };
+        guest.mark_all_clean();
+        exits += 1;
+        let code = guest.control().exit_code();
+        let rip = guest.save().rip();
+        let next_rip = guest.control().next_rip();
+        println!("exit {exits}: code {code:?} at rip {rip:#x}, nRIP {next_rip:#x}");
+        if exits > 10 {
+            fail("exit loop", exits, format_args!("too many exits"));
+        }
+        match code {
+            ExitCode::CPUID => {
+                if nrip {
+                    check(
+                        "cpuid nRIP",
+                        next_rip == rip + CPUID_LENGTH,
+                        exits,
+                        format_args!("{next_rip:#x}"),
+                    );
+                }
+                let (leaf, subleaf) = (guest.save().rax() as u32, regs.rcx as u32);
+                if leaf == HV_LEAF {
+                    let word = |i: usize| {
+                        let mut b = [0u8; 4];
+                        b.copy_from_slice(&HV_SIGNATURE[i * 4..i * 4 + 4]);
+                        u64::from(u32::from_le_bytes(b))
+                    };
+                    guest.set_rax(u64::from(HV_LEAF));
+                    regs.rbx = word(0);
+                    regs.rcx = word(1);
+                    regs.rdx = word(2);
+                } else {
+                    let r = __cpuid_count(leaf, subleaf);
+                    guest.set_rax(u64::from(r.eax));
+                    regs.rbx = u64::from(r.ebx);
+                    regs.rcx = u64::from(r.ecx);
+                    regs.rdx = u64::from(r.edx);
+                }
+                cpuid_exits += 1;
+                guest.skip_instruction(rip + CPUID_LENGTH);
+            }
+            ExitCode::VMMCALL => {
+                if nrip {
+                    check(
+                        "vmmcall nRIP",
+                        next_rip == rip + VMMCALL_LENGTH,
+                        exits,
+                        format_args!("{next_rip:#x}"),
+                    );
+                }
+                check(
+                    "vmmcall guest rip",
+                    rip == vmmcall_rip,
+                    exits,
+                    format_args!("{rip:#x}, expected {vmmcall_rip:#x}"),
+                );
+                let mut signature = [0u8; 12];
+                signature[..4].copy_from_slice(&(regs.rbx as u32).to_le_bytes());
+                signature[4..8].copy_from_slice(&(regs.rcx as u32).to_le_bytes());
+                signature[8..].copy_from_slice(&(regs.rdx as u32).to_le_bytes());
+                let rax = guest.save().rax();
+                check(
+                    "guest saw the host's CPUID answer",
+                    &signature == HV_SIGNATURE && rax == u64::from(HV_LEAF),
+                    exits,
+                    format_args!(
+                        "eax {rax:#x}, signature {:?}",
+                        core::str::from_utf8(&signature)
+                    ),
+                );
+                let marker = svm_guest_marker.load(Ordering::SeqCst);
+                check(
+                    "guest memory write seen by the host",
+                    marker == GUEST_MARKER,
+                    exits,
+                    format_args!("{marker:#x}"),
+                );
+                check(
+                    "exit sequence",
+                    exits == 2 && cpuid_exits == 1,
+                    exits,
+                    format_args!("{exits} exits, {cpuid_exits} CPUID"),
+                );
+                break;
+            }
+            other => fail(
+                "unexpected exit",
+                exits,
+                format_args!("{other:?}, info {:#x?}", guest.control().exit_info()),
+            ),
+        }
+    }
+
+    let off = disable_svm(&mut msrs);
+    let efer = msrs.efer();
+    check(
+        "disable",
+        off.is_ok() && efer & hvkit_svm::enable::EFER_SVME == 0,
+        exits,
+        format_args!("{off:?}, EFER {efer:#x}"),
+    );
+    println!("PASS svm smoke");
+    serial::finish(true, exits)
+}
