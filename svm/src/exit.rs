@@ -532,8 +532,8 @@ pub enum IoioError {
     /// SZ8/SZ16/SZ32 (bits 6:4) is not exactly one bit.
     #[error("IOIO EXITINFO1 {0:#x}: size bits 6:4 are not one-hot")]
     BadSize(u64),
-    /// A16/A32/A64 (bits 9:7) is not exactly one bit.
-    #[error("IOIO EXITINFO1 {0:#x}: address-size bits 9:7 are not one-hot")]
+    /// More than one of A16/A32/A64 (bits 9:7) is set.
+    #[error("IOIO EXITINFO1 {0:#x}: more than one address-size bit (9:7) set")]
     BadAddressSize(u64),
 }
 
@@ -541,7 +541,8 @@ impl IoioInfo {
     /// Decodes EXITINFO1 and EXITINFO2 of a VMEXIT_IOIO.
     ///
     /// # Errors
-    /// [`IoioError`] if the size or address-size bits are not one-hot.
+    /// [`IoioError`] if the size bits are not one-hot or more than one address-size bit is set.
+    /// No address-size bit at all is accepted: QEMU's TCG sets none for non-string IN/OUT.
     pub fn new(exit_info1: u64, exit_info2: u64) -> Result<Self, IoioError> {
         let info = Self {
             raw: exit_info1,
@@ -552,7 +553,7 @@ impl IoioInfo {
             _ => return Err(IoioError::BadSize(exit_info1)),
         }
         match exit_info1.get_bits(7..10) {
-            1 | 2 | 4 => {}
+            0 | 1 | 2 | 4 => {}
             _ => return Err(IoioError::BadAddressSize(exit_info1)),
         }
         Ok(info)
@@ -599,13 +600,15 @@ impl IoioInfo {
         }
     }
 
-    /// A16/A32/A64, bits 9:7.
+    /// A16/A32/A64, bits 9:7; `None` when no bit is set (QEMU TCG leaves them clear for
+    /// non-string IN/OUT, where the address size does not matter).
     #[must_use]
-    pub fn address_size(self) -> AddressSize {
+    pub fn address_size(self) -> Option<AddressSize> {
         match self.raw.get_bits(7..10) {
-            1 => AddressSize::A16,
-            2 => AddressSize::A32,
-            _ => AddressSize::A64,
+            1 => Some(AddressSize::A16),
+            2 => Some(AddressSize::A32),
+            4 => Some(AddressSize::A64),
+            _ => None,
         }
     }
 
@@ -994,7 +997,7 @@ mod tests {
         assert_eq!(info.port(), 0x60);
         assert!(info.is_in());
         assert_eq!(info.size(), IoSize::Byte);
-        assert_eq!(info.address_size(), AddressSize::A64);
+        assert_eq!(info.address_size(), Some(AddressSize::A64));
         assert!(!info.is_string() && !info.is_rep());
         assert_eq!(info.next_rip(), 0x1002);
         // REP OUTSW to 0x3F8 through DS (seg 3), A32.
@@ -1005,10 +1008,19 @@ mod tests {
         assert!(info.is_string() && info.is_rep());
         assert_eq!(info.size(), IoSize::Word);
         assert_eq!(info.size().bytes(), 2);
-        assert_eq!(info.address_size(), AddressSize::A32);
+        assert_eq!(info.address_size(), Some(AddressSize::A32));
         assert_eq!(info.segment(), 3);
         assert_eq!(IoioInfo::new(0x30, 0), Err(IoioError::BadSize(0x30)));
-        assert_eq!(IoioInfo::new(0x10, 0), Err(IoioError::BadAddressSize(0x10)));
+        // QEMU TCG: OUT 80h, AL reports SZ8 and no address size (measured).
+        let qemu = IoioInfo::new(0x0080_0010, 0x1000).unwrap();
+        assert_eq!(
+            (qemu.port(), qemu.size(), qemu.address_size()),
+            (0x80, IoSize::Byte, None)
+        );
+        assert_eq!(
+            IoioInfo::new(0x190, 0),
+            Err(IoioError::BadAddressSize(0x190))
+        );
     }
 
     #[test]
