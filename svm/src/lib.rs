@@ -148,12 +148,15 @@
 //! # Measured under QEMU 7.2 TCG (`-cpu max`)
 //! A throw-away bare-metal kernel ran this crate's walkthrough run loop on QEMU 7.2.22 TCG:
 //! [`enable::enable_svm`], [`instructions::vmrun`] with VMLOAD/VMSAVE around it, and CPUID,
-//! IOIO (OUT 80h and 3F8h), VMMCALL and HLT exits, with the guest GPRs round-tripping through
+//! IOIO (OUT 80h and 3F8h), VMMCALL, NPF and HLT exits, with the guest GPRs round-tripping through
 //! [`regs::GuestRegisters`]. What it showed:
 //! - CPUID Fn8000_000A: revision 1, 16 ASIDs, EDX = NP | VGIF | NestedVirtVmcbAddrChk (no NRIP
 //!   save, no clean bits, no decode assists); nRIP reads 0 on every exit.
 //! - IOIO EXITINFO1 for `OUT 80h, AL` is `0x0080_0010`: SZ8 but *no* address-size bit, so
 //!   [`exit::IoioInfo::address_size`] is an `Option`. EXITINFO2 holds the next RIP.
+//! - With nested paging (identity NPT of 0–3 GiB, 2 MiB pages), a guest read of 0xC000_0000
+//!   gives VMEXIT_NPF with EXITINFO1 = `0x1_0000_0004` (US | final-translation bit 32, P = 0)
+//!   and EXITINFO2 = the guest physical address; no guest instruction bytes.
 //! - VMEXIT_INVALID arrives as `0x0000_0000_FFFF_FFFF`.
 //! - For 17 VMCBs that [`check::check_vmcb`] rejects (ASID 0, VMRUN intercept clear, CR0\[32\],
 //!   CR0.NW without CD, CR3 above the 40-bit physical width, CR4 bit 13, EFER bits 9 and 30,
