@@ -77,6 +77,7 @@ pub use format::{
 pub use host::HostArena;
 pub use memory::{FrameAllocator, MemoryError, PhysMemory, TableMemory};
 pub use memtype::MemoryType;
+pub use mtrr::{Mtrrs, map_with_mtrrs};
 pub use table::{EptTable, GuestTable, MapError, Mapping, NptTable, PageTable, TableConfig};
 pub use walk::{
     Access, AccessKind, EptViolationQualification, GuestPagingState, Nested, NpfExitInfo1,
