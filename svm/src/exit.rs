@@ -1054,6 +1054,15 @@ mod tests {
         assert!(error.contains(NpfErrorCode::WRITE | NpfErrorCode::USER | NpfErrorCode::EXECUTE));
         assert!(!error.contains(NpfErrorCode::PRESENT));
         assert_eq!(guest_physical, 0xFEE0_0000);
+        // Measured under QEMU 7.2 TCG: read of an unmapped guest-physical page.
+        let qemu = Exit::decode(ExitCode::NPF, 0x1_0000_0004, 0xC000_0000);
+        assert_eq!(
+            qemu,
+            Ok(Exit::NestedPageFault {
+                error: NpfErrorCode::USER | NpfErrorCode::FINAL_TRANSLATION,
+                guest_physical: 0xC000_0000
+            })
+        );
         let walk = NpfErrorCode::from_bits_retain(1 << 33 | 1);
         assert!(walk.contains(NpfErrorCode::PAGE_TABLE_WALK | NpfErrorCode::PRESENT));
     }
