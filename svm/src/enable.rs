@@ -14,8 +14,8 @@
 //! unit-tested with `mockall` mocks; [`crate::instructions`] has the hardware implementations.
 
 use crate::features::{
-    CPUID_EXT_FEATURES, CPUID_EXT_FEATURES_ECX_SVM, CPUID_SVM_FEATURES, SvmFeatureFlags,
-    SvmFeatures,
+    CPUID_ADDRESS_SIZES, CPUID_EXT_FEATURES, CPUID_EXT_FEATURES_ECX_SVM, CPUID_SVM_FEATURES,
+    HostCapabilities, SvmFeatureFlags, SvmFeatures,
 };
 use bitflags::bitflags;
 use x86_64::PhysAddr;
@@ -141,9 +141,17 @@ pub enum EnableError {
         /// The VM_HSAVE_PA value found.
         hsave_pa: u64,
     },
-    /// The host save area address is not 4 KiB aligned.
+    /// The host save area address is not 4 KiB aligned (WRMSR would #GP, 15.30.4).
     #[error("host save area {0:#x} is not 4 KiB aligned")]
     HostSaveAreaMisaligned(u64),
+    /// The host save area lies at or above the physical address width (WRMSR would #GP, 15.30.4).
+    #[error("host save area {address:#x} is beyond the {bits}-bit physical address width")]
+    HostSaveAreaBeyondPhysicalLimit {
+        /// The address given.
+        address: u64,
+        /// CPUID Fn8000_0008 EAX\[7:0\].
+        bits: u8,
+    },
     /// EFER.SVME read back as 0 after setting it.
     #[error("EFER.SVME did not stick (EFER = {0:#x} after the write)")]
     SvmeDidNotStick(u64),
@@ -187,6 +195,22 @@ pub fn detect_svm(cpuid: &impl Cpuid) -> Result<SvmFeatures, EnableError> {
     ))
 }
 
+/// Reads everything [`crate::check::check_vmcb`] needs from CPUID: Fn8000_000A, the physical
+/// address width (Fn8000_0008 EAX\[7:0\]) and long-mode support (Fn8000_0001 EDX\[29\]).
+///
+/// # Errors
+/// As [`detect_svm`].
+pub fn host_capabilities(cpuid: &impl Cpuid) -> Result<HostCapabilities, EnableError> {
+    let svm = detect_svm(cpuid)?;
+    let mut caps = HostCapabilities::from_cpuid(
+        [0; 4],
+        cpuid.cpuid(CPUID_ADDRESS_SIZES, 0).eax,
+        cpuid.cpuid(CPUID_EXT_FEATURES, 0).edx,
+    );
+    caps.svm = svm;
+    Ok(caps)
+}
+
 /// Enables SVM on the current CPU following APM 15.4: checks CPUID and VM_CR, sets EFER.SVME
 /// and writes VM_HSAVE_PA. Returns the CPU's SVM features.
 ///
@@ -201,9 +225,17 @@ pub fn enable_svm(
     msrs: &mut impl SvmMsrs,
     host_save_area: PhysAddr,
 ) -> Result<SvmFeatures, EnableError> {
-    let features = detect_svm(cpuid)?;
+    let caps = host_capabilities(cpuid)?;
+    let features = caps.svm;
     if !host_save_area.is_aligned(4096u64) {
         return Err(EnableError::HostSaveAreaMisaligned(host_save_area.as_u64()));
+    }
+    let bits = caps.physical_address_bits;
+    if (1..52).contains(&bits) && host_save_area.as_u64() >> bits != 0 {
+        return Err(EnableError::HostSaveAreaBeyondPhysicalLimit {
+            address: host_save_area.as_u64(),
+            bits,
+        });
     }
     if msrs.efer() & EFER_SVME != 0 {
         return Err(EnableError::AlreadyEnabled {
@@ -274,6 +306,11 @@ mod tests {
             },
             0x8000_0001 => CpuidResult {
                 ecx: ext_ecx,
+                edx: 1 << 29,
+                ..CpuidResult::default()
+            },
+            0x8000_0008 => CpuidResult {
+                eax: 0x3030,
                 ..CpuidResult::default()
             },
             0x8000_000A => CpuidResult {
@@ -402,6 +439,30 @@ mod tests {
         assert_eq!(
             enable_svm(&svm_cpu(), &mut msrs, PhysAddr::new(HSAVE + 8)),
             Err(EnableError::HostSaveAreaMisaligned(HSAVE + 8))
+        );
+    }
+
+    #[test]
+    fn host_save_area_beyond_physical_width() {
+        let mut msrs = msrs_read_only(0x500, 0);
+        assert_eq!(
+            enable_svm(&svm_cpu(), &mut msrs, PhysAddr::new(1 << 48)),
+            Err(EnableError::HostSaveAreaBeyondPhysicalLimit {
+                address: 1 << 48,
+                bits: 48
+            })
+        );
+    }
+
+    #[test]
+    fn capabilities_from_cpuid() {
+        let caps = host_capabilities(&svm_cpu()).unwrap();
+        assert_eq!(caps.physical_address_bits, 48);
+        assert!(caps.long_mode);
+        assert_eq!(caps.svm.asid_count, 64);
+        assert_eq!(
+            host_capabilities(&cpuid(0x8000_0008, 0, 0)),
+            Err(EnableError::NoSvmLeaf(0x8000_0008))
         );
     }
 
