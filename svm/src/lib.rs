@@ -161,8 +161,11 @@
 //! - For 17 VMCBs that [`check::check_vmcb`] rejects (ASID 0, VMRUN intercept clear, CR0\[32\],
 //!   CR0.NW without CD, CR3 above the 40-bit physical width, CR4 bit 13, EFER bits 9 and 30,
 //!   DR6/DR7 high bits, long mode without PAE or PE, CS.L with CS.D, IOPM past the physical
-//!   width, EVENTINJ type 1 and exception vector 2) QEMU also returned VMEXIT_INVALID — except
-//!   CR4 bit 24, which QEMU's `-cpu max` accepts and the APM reserves.
+//!   width, EVENTINJ type 1 and exception vector 2, CR4 bit 24) QEMU also returned
+//!   VMEXIT_INVALID, except for CR4 bit 24, which `-cpu max` accepts (QEMU derives reserved
+//!   bits from the CPU model; `-cpu qemu64,+svm` rejects it) and the APM reserves.
+//! - With `-cpu qemu64,+svm` (no NPT in CPUID) QEMU still honoured NP_ENABLE.
+//!
 //! # What is not here
 //! SEV/SEV-ES/SEV-SNP (the VMSA layout of Table B-4, GHCB protocol), AVIC table formats, and
 //! nested page tables (see `hvkit-paging`) are out of scope; their VMCB fields are present and
