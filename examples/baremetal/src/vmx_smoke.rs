@@ -1,11 +1,12 @@
 //! The VMX smoke case: capability snapshot, enabling VMX, VMCS instructions and their failure
-//! modes, then a tiny 64-bit guest (CPUID, VMCALL) under a 1:1 EPT when the CPU offers one.
+//! modes, a sweep of hvkit-vmx's field table against the processor, then a tiny 64-bit guest
+//! (CPUID, VMCALL) under a 1:1 EPT when the CPU offers one, with the VMCS filled and read through
+//! hvkit-vmx's typed fields (`fields`, `vmcs::CurrentVmcs`) and exits decoded by `exit`.
 //!
 //! Reference: Intel SDM (325462-086US, December 2024) Vol. 3C: 25 "Virtual Machine Control
 //! Structures" (25.4 guest-state area, 25.5 host-state area, 25.6–25.8 controls), 27 "VM Entries"
 //! (27.2 checks of controls and host state), 28 "VM Exits", 29.3 "The EPT Translation
-//! Mechanism", 31 "VMX Instruction Reference" and Appendix B "Field Encoding in VMCS" for the raw
-//! encodings below.
+//! Mechanism", 31 "VMX Instruction Reference" and Appendix B "Field Encoding in VMCS".
 // UNSAFETY: this case executes VMX instructions, reads and writes MSRs and control registers,
 // and hands the CPU a host and a guest context built from assembly symbols.
 #![expect(unsafe_code, reason = "the case drives VMX directly")]
@@ -14,10 +15,13 @@ use core::arch::global_asm;
 use core::arch::x86_64::__cpuid_count;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hvkit_vmx::capabilities::{ControlsRequest, VmxCapabilities};
+use hvkit_vmx::capabilities::{AdjustedControls, ControlsRequest, EptVpidCap, VmxCapabilities};
 use hvkit_vmx::controls::{EntryControls, ExitControls, SecondaryControls};
 use hvkit_vmx::enable::{self, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
+use hvkit_vmx::exit::{BasicExitReason, ExitReason};
+use hvkit_vmx::fields::{self, VmcsField, WritableField, control, exit_info, guest, host};
 use hvkit_vmx::instructions::{self as vmx, InveptType, InvvpidType};
+use hvkit_vmx::vmcs::{CurrentVmcs, Dump, VmcsRead, VmcsWrite};
 use hvkit_vmx::{VmFail, VmInstructionError};
 use x86_64::structures::paging::{PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, instructions::tables};
@@ -27,131 +31,14 @@ use crate::println;
 use crate::serial;
 use crate::sync::{Page, SpinLock, TakeOnce};
 
-/// Raw VMCS field encodings (SDM Vol. 3C, Appendix B "Field Encoding in VMCS").
-#[expect(
-    dead_code,
-    reason = "a reference set; not every encoding is used by this case"
-)]
+/// Raw encodings for the instruction-level checks (SDM Vol. 3C, Appendix B "Field Encoding in
+/// VMCS"); everything else goes through the typed fields of `hvkit_vmx::fields`.
 mod enc {
-    // B.1.1 16-bit control fields.
-    pub const VPID: u32 = 0x0000;
-    // B.1.2 16-bit guest-state fields.
-    pub const GUEST_ES_SELECTOR: u32 = 0x0800;
-    pub const GUEST_CS_SELECTOR: u32 = 0x0802;
-    pub const GUEST_SS_SELECTOR: u32 = 0x0804;
-    pub const GUEST_DS_SELECTOR: u32 = 0x0806;
-    pub const GUEST_FS_SELECTOR: u32 = 0x0808;
-    pub const GUEST_GS_SELECTOR: u32 = 0x080A;
-    pub const GUEST_LDTR_SELECTOR: u32 = 0x080C;
-    pub const GUEST_TR_SELECTOR: u32 = 0x080E;
-    // B.1.3 16-bit host-state fields.
-    pub const HOST_ES_SELECTOR: u32 = 0x0C00;
-    pub const HOST_CS_SELECTOR: u32 = 0x0C02;
-    pub const HOST_SS_SELECTOR: u32 = 0x0C04;
-    pub const HOST_DS_SELECTOR: u32 = 0x0C06;
-    pub const HOST_FS_SELECTOR: u32 = 0x0C08;
-    pub const HOST_GS_SELECTOR: u32 = 0x0C0A;
-    pub const HOST_TR_SELECTOR: u32 = 0x0C0C;
-    // B.2.1 64-bit control fields.
-    pub const VM_EXIT_MSR_STORE_ADDR: u32 = 0x2006;
-    pub const EPT_POINTER: u32 = 0x201A;
-    // B.2.3 64-bit guest-state fields.
-    pub const VMCS_LINK_POINTER: u32 = 0x2800;
+    /// The HIGH half of the VMCS link pointer (B.2.3, access type 1).
     pub const VMCS_LINK_POINTER_HIGH: u32 = 0x2801;
-    pub const GUEST_IA32_DEBUGCTL: u32 = 0x2802;
-    pub const GUEST_IA32_EFER: u32 = 0x2806;
-    // B.2.4 64-bit host-state fields.
-    pub const HOST_IA32_EFER: u32 = 0x2C02;
-    // B.3.1 32-bit control fields.
-    pub const PIN_BASED_CONTROLS: u32 = 0x4000;
-    pub const PRIMARY_CONTROLS: u32 = 0x4002;
-    pub const EXCEPTION_BITMAP: u32 = 0x4004;
-    pub const PAGE_FAULT_ERROR_CODE_MASK: u32 = 0x4006;
-    pub const PAGE_FAULT_ERROR_CODE_MATCH: u32 = 0x4008;
-    pub const CR3_TARGET_COUNT: u32 = 0x400A;
-    pub const EXIT_CONTROLS: u32 = 0x400C;
-    pub const EXIT_MSR_STORE_COUNT: u32 = 0x400E;
-    pub const EXIT_MSR_LOAD_COUNT: u32 = 0x4010;
-    pub const ENTRY_CONTROLS: u32 = 0x4012;
-    pub const ENTRY_MSR_LOAD_COUNT: u32 = 0x4014;
-    pub const ENTRY_INTERRUPTION_INFO: u32 = 0x4016;
-    pub const SECONDARY_CONTROLS: u32 = 0x401E;
-    // B.3.2 32-bit read-only data fields.
-    pub const VM_INSTRUCTION_ERROR: u32 = 0x4400;
-    pub const EXIT_REASON: u32 = 0x4402;
-    pub const EXIT_INSTRUCTION_LENGTH: u32 = 0x440C;
-    // B.3.3 32-bit guest-state fields.
-    pub const GUEST_ES_LIMIT: u32 = 0x4800;
-    pub const GUEST_CS_LIMIT: u32 = 0x4802;
-    pub const GUEST_SS_LIMIT: u32 = 0x4804;
-    pub const GUEST_DS_LIMIT: u32 = 0x4806;
-    pub const GUEST_FS_LIMIT: u32 = 0x4808;
-    pub const GUEST_GS_LIMIT: u32 = 0x480A;
-    pub const GUEST_LDTR_LIMIT: u32 = 0x480C;
-    pub const GUEST_TR_LIMIT: u32 = 0x480E;
-    pub const GUEST_GDTR_LIMIT: u32 = 0x4810;
-    pub const GUEST_IDTR_LIMIT: u32 = 0x4812;
-    pub const GUEST_ES_ACCESS_RIGHTS: u32 = 0x4814;
-    pub const GUEST_CS_ACCESS_RIGHTS: u32 = 0x4816;
-    pub const GUEST_SS_ACCESS_RIGHTS: u32 = 0x4818;
-    pub const GUEST_DS_ACCESS_RIGHTS: u32 = 0x481A;
-    pub const GUEST_FS_ACCESS_RIGHTS: u32 = 0x481C;
-    pub const GUEST_GS_ACCESS_RIGHTS: u32 = 0x481E;
-    pub const GUEST_LDTR_ACCESS_RIGHTS: u32 = 0x4820;
-    pub const GUEST_TR_ACCESS_RIGHTS: u32 = 0x4822;
-    pub const GUEST_INTERRUPTIBILITY: u32 = 0x4824;
-    pub const GUEST_ACTIVITY_STATE: u32 = 0x4826;
-    pub const GUEST_SYSENTER_CS: u32 = 0x482A;
-    // B.3.4 32-bit host-state field.
-    pub const HOST_SYSENTER_CS: u32 = 0x4C00;
-    // B.4.1 natural-width control fields.
-    pub const CR0_GUEST_HOST_MASK: u32 = 0x6000;
-    pub const CR4_GUEST_HOST_MASK: u32 = 0x6002;
-    pub const CR0_READ_SHADOW: u32 = 0x6004;
-    pub const CR4_READ_SHADOW: u32 = 0x6006;
-    // B.4.2 natural-width read-only data fields.
-    pub const EXIT_QUALIFICATION: u32 = 0x6400;
-    // B.4.3 natural-width guest-state fields.
-    pub const GUEST_CR0: u32 = 0x6800;
-    pub const GUEST_CR3: u32 = 0x6802;
-    pub const GUEST_CR4: u32 = 0x6804;
-    pub const GUEST_ES_BASE: u32 = 0x6806;
-    pub const GUEST_CS_BASE: u32 = 0x6808;
-    pub const GUEST_SS_BASE: u32 = 0x680A;
-    pub const GUEST_DS_BASE: u32 = 0x680C;
-    pub const GUEST_FS_BASE: u32 = 0x680E;
-    pub const GUEST_GS_BASE: u32 = 0x6810;
-    pub const GUEST_LDTR_BASE: u32 = 0x6812;
-    pub const GUEST_TR_BASE: u32 = 0x6814;
-    pub const GUEST_GDTR_BASE: u32 = 0x6816;
-    pub const GUEST_IDTR_BASE: u32 = 0x6818;
-    pub const GUEST_DR7: u32 = 0x681A;
-    pub const GUEST_RSP: u32 = 0x681C;
-    pub const GUEST_RIP: u32 = 0x681E;
-    pub const GUEST_RFLAGS: u32 = 0x6820;
-    pub const GUEST_PENDING_DEBUG_EXCEPTIONS: u32 = 0x6822;
-    pub const GUEST_SYSENTER_ESP: u32 = 0x6824;
-    pub const GUEST_SYSENTER_EIP: u32 = 0x6826;
-    // B.4.4 natural-width host-state fields.
-    pub const HOST_CR0: u32 = 0x6C00;
-    pub const HOST_CR3: u32 = 0x6C02;
-    pub const HOST_CR4: u32 = 0x6C04;
-    pub const HOST_FS_BASE: u32 = 0x6C06;
-    pub const HOST_GS_BASE: u32 = 0x6C08;
-    pub const HOST_TR_BASE: u32 = 0x6C0A;
-    pub const HOST_GDTR_BASE: u32 = 0x6C0C;
-    pub const HOST_IDTR_BASE: u32 = 0x6C0E;
-    pub const HOST_SYSENTER_ESP: u32 = 0x6C10;
-    pub const HOST_SYSENTER_EIP: u32 = 0x6C12;
-    pub const HOST_RSP: u32 = 0x6C14;
-    pub const HOST_RIP: u32 = 0x6C16;
+    /// Index 0x1FF of the 32-bit guest-state fields: beyond any processor's VMCS.
+    pub const UNSUPPORTED: u32 = 0x4800 | (0x1FF << 1);
 }
-
-/// Basic exit reasons this case expects (SDM Vol. 3C, Appendix C "VMX Basic Exit Reasons").
-const EXIT_REASON_CPUID: u64 = 10;
-const EXIT_REASON_VMCALL: u64 = 18;
-/// Exit reason bit 31: VM-entry failure (SDM Vol. 3C, 25.9.1 "Basic VM-Exit Information").
-const EXIT_REASON_ENTRY_FAILURE: u64 = 1 << 31;
 
 /// MSRs read for the host state (SDM Vol. 4, Table 2-2).
 const IA32_SYSENTER_CS: u32 = 0x174;
@@ -361,25 +248,37 @@ fn frame(phys: u64) -> PhysFrame<Size4KiB> {
     }
 }
 
-fn vmread(encoding: u32) -> u64 {
+/// The current VMCS, for typed access.
+///
+/// # Safety
+/// - VMX root operation with a current VMCS that nothing clears or replaces while the value
+///   lives (the obligations of [`CurrentVmcs::new`]).
+unsafe fn current_vmcs() -> CurrentVmcs {
+    // SAFETY: forwarded to the caller.
+    unsafe { CurrentVmcs::new() }
+}
+
+/// A typed VMREAD that must succeed.
+fn read<F: VmcsField>(vmcs: &CurrentVmcs, field: F) -> F::Value {
+    match vmcs.read(field) {
+        Ok(value) => value,
+        Err(e) => fail("vmread", format_args!("{field:?}: {e}")),
+    }
+}
+
+/// A typed VMWRITE that must succeed.
+fn write<F: WritableField>(vmcs: &mut CurrentVmcs, field: F, value: F::Value) {
+    if let Err(e) = vmcs.write(field, value) {
+        fail("vmwrite", format_args!("{field:?} = {value:#x?}: {e}"));
+    }
+}
+
+/// A raw VMREAD that must succeed.
+fn raw_read(encoding: u32) -> u64 {
     // SAFETY: only called in VMX root operation with a current VMCS.
     match unsafe { vmx::vmread(encoding) } {
         Ok(value) => value,
         Err(e) => fail("vmread", format_args!("field {encoding:#06x}: {e}")),
-    }
-}
-
-/// VMWRITE of a field that must be accepted.
-///
-/// # Safety
-/// - VMX root operation with a current VMCS; the value obeys [`vmx::vmwrite`]'s contract.
-unsafe fn vmwrite(encoding: u32, value: u64) {
-    // SAFETY: forwarded to the caller.
-    if let Err(e) = unsafe { vmx::vmwrite(encoding, value) } {
-        fail(
-            "vmwrite",
-            format_args!("field {encoding:#06x} = {value:#x}: {e}"),
-        );
     }
 }
 
@@ -391,12 +290,8 @@ fn sym(s: &u8) -> u64 {
     core::ptr::from_ref(s) as u64
 }
 
-/// The VMX smoke case.
-pub fn run() -> ! {
-    // SAFETY: ring 0, 64-bit mode; only architectural and VMX MSRs that exist are read.
-    let mut cpu = unsafe { HardwareCpu::new() };
-
-    // The capability snapshot, with every MSR that `VmxCapabilities::read` decided to read.
+/// Reads the capability MSRs through `VmxCapabilities::read`, printing each MSR it reads.
+fn capabilities(cpu: &HardwareCpu) -> VmxCapabilities {
     let log = SpinLock::new([(0u32, 0u64); 32]);
     let count = core::sync::atomic::AtomicUsize::new(0);
     let caps = VmxCapabilities::read(&|msr: u32| {
@@ -417,6 +312,14 @@ pub fn run() -> ! {
     });
     println!("caps {caps:#x?}");
     println!("caps-end");
+    caps
+}
+
+/// The VMX smoke case.
+pub fn run() -> ! {
+    // SAFETY: ring 0, 64-bit mode; only architectural and VMX MSRs that exist are read.
+    let mut cpu = unsafe { HardwareCpu::new() };
+    let caps = capabilities(&cpu);
 
     let Some(region) = VMXON_REGION.take() else {
         fail("vmxon region", format_args!("taken twice"))
@@ -432,135 +335,26 @@ pub fn run() -> ! {
     println!("ok enable: VMXON done, revision id {revision:#x}");
     STATE.with(|s| s.on = Some(on));
 
-    let Some(vmcs) = VMCS_REGION.take() else {
+    let Some(vmcs_page) = VMCS_REGION.take() else {
         fail("vmcs region", format_args!("taken twice"))
     };
-    vmcs.0[0] = u64::from(revision);
-    let vmcs_phys = vmcs.phys();
+    vmcs_page.0[0] = u64::from(revision);
+    let vmcs_phys = vmcs_page.phys();
     let vmcs_frame = frame(vmcs_phys);
+    instruction_checks(vmcs_frame, caps);
 
-    // SAFETY: VMX root operation; the VMCS region is a static page with the revision id.
-    let cleared = unsafe { vmx::vmclear(vmcs_frame) };
-    check("vmclear", cleared.is_ok(), format_args!("{cleared:?}"));
-    // SAFETY: as above; the region was just cleared.
-    let loaded = unsafe { vmx::vmptrld(vmcs_frame) };
-    check("vmptrld", loaded.is_ok(), format_args!("{loaded:?}"));
-    // SAFETY: VMX root operation.
-    let current = unsafe { vmx::vmptrst() };
-    check(
-        "vmptrst",
-        current == Some(PhysAddr::new(vmcs_phys)),
-        format_args!("{current:?}, loaded {vmcs_phys:#x}"),
-    );
-
-    // Round trips of one field of each width.
-    let trips: [(&str, u32, u64); 4] = [
-        ("16-bit guest ES selector", enc::GUEST_ES_SELECTOR, 0x0010),
-        ("32-bit guest ES limit", enc::GUEST_ES_LIMIT, 0x000F_FFFF),
-        (
-            "64-bit VMCS link pointer",
-            enc::VMCS_LINK_POINTER,
-            0x1234_5678_9ABC_D000,
-        ),
-        (
-            "natural-width guest ES base",
-            enc::GUEST_ES_BASE,
-            0xFFFF_8000_1234_5000,
-        ),
-    ];
-    for (what, encoding, value) in trips {
-        // SAFETY: guest-state fields only; the VMCS is not entered before they are rewritten.
-        unsafe { vmwrite(encoding, value) };
-        let back = vmread(encoding);
-        check(
-            "vmwrite/vmread",
-            back == value,
-            format_args!("{what} ({encoding:#06x}) wrote {value:#x} read {back:#x}"),
-        );
-    }
-    let high = vmread(enc::VMCS_LINK_POINTER_HIGH);
-    check(
-        "vmread high half",
-        high == 0x1234_5678,
-        format_args!("{:#06x} read {high:#x}", enc::VMCS_LINK_POINTER_HIGH),
-    );
-    // SAFETY: VMX root operation with a current VMCS; a 32-bit value is written to a 16-bit
-    // field, which the CPU truncates (SDM 31.3 "VMWRITE": unused upper bits are ignored).
-    unsafe { vmwrite(enc::GUEST_ES_SELECTOR, 0xABCD_0018) };
-    let truncated = vmread(enc::GUEST_ES_SELECTOR);
-    check(
-        "vmwrite truncation",
-        truncated == 0x0018,
-        format_args!("16-bit field read {truncated:#x} after writing 0xabcd0018"),
-    );
-
-    // An encoding beyond IA32_VMX_VMCS_ENUM's highest index: error 12.
-    let unsupported = 0x4800 | (0x1FF << 1);
-    // SAFETY: VMX root operation with a current VMCS.
-    let read = unsafe { vmx::vmread(unsupported) };
-    check(
-        "vmread unsupported field",
-        is_error(read, VmInstructionError::UNSUPPORTED_VMCS_COMPONENT),
-        format_args!("{unsupported:#06x}: {read:x?}"),
-    );
-    // SAFETY: VMX root operation with a current VMCS; the field is never used for entry.
-    let wrote = unsafe { vmx::vmwrite(unsupported, 1) };
-    check(
-        "vmwrite unsupported field",
-        is_error(wrote, VmInstructionError::UNSUPPORTED_VMCS_COMPONENT),
-        format_args!("{unsupported:#06x}: {wrote:?}"),
-    );
-    // The exit reason is read-only unless IA32_VMX_MISC[29] allows VMWRITE to any field.
-    // SAFETY: the exit-reason field does not affect VM entry.
-    let wrote = unsafe { vmx::vmwrite(enc::EXIT_REASON, 0x1234) };
-    if caps.misc.vmwrite_any_field() {
-        let back = vmread(enc::EXIT_REASON);
-        check(
-            "vmwrite read-only field (allowed by IA32_VMX_MISC[29])",
-            wrote.is_ok() && back == 0x1234,
-            format_args!("{wrote:?}, read back {back:#x}"),
-        );
-    } else {
-        check(
-            "vmwrite read-only field",
-            is_error(wrote, VmInstructionError::VMWRITE_READ_ONLY_COMPONENT),
-            format_args!("{wrote:?}"),
-        );
-    }
-
-    // VMCLEAR makes the VMCS not current; its data survives a VMPTRLD.
-    // SAFETY: VMX root operation; the region is the current VMCS.
-    let cleared = unsafe { vmx::vmclear(vmcs_frame) };
-    // SAFETY: VMX root operation.
-    let current = unsafe { vmx::vmptrst() };
-    check(
-        "vmclear then vmptrst",
-        cleared.is_ok() && current.is_none(),
-        format_args!("{cleared:?}, current {current:?}"),
-    );
-    // SAFETY: there is no current VMCS now, so VMREAD must fail with VMfailInvalid.
-    let read = unsafe { vmx::vmread(enc::GUEST_ES_BASE) };
-    check(
-        "vmread without current VMCS",
-        read == Err(VmFail::Invalid),
-        format_args!("{read:x?}"),
-    );
-    // SAFETY: the region was just cleared.
-    let loaded = unsafe { vmx::vmptrld(vmcs_frame) };
-    let kept = vmread(enc::GUEST_ES_BASE);
-    check(
-        "vmptrld keeps data",
-        loaded.is_ok() && kept == 0xFFFF_8000_1234_5000,
-        format_args!("{loaded:?}, guest ES base {kept:#x}"),
-    );
+    // From here on the VMCS stays current until VMXOFF: typed access through `CurrentVmcs`.
+    // SAFETY: VMX root operation; `instruction_checks` left this VMCS current.
+    let mut vmcs = unsafe { current_vmcs() };
+    typed_checks(&mut vmcs);
+    field_sweep(&vmcs, &caps);
 
     // Controls from the capabilities: EPT and VPID when offered, EFER loading both ways.
     let ept_caps = caps.ept_vpid.unwrap_or_default();
-    use hvkit_vmx::capabilities::EptVpidCap as Cap;
     let secondary_ok =
         |bits: SecondaryControls| caps.secondary.is_some_and(|s| s.allows(bits.bits()));
     let use_ept = secondary_ok(SecondaryControls::ENABLE_EPT)
-        && ept_caps.contains(Cap::PAGE_WALK_4 | Cap::MEMORY_TYPE_WB);
+        && ept_caps.contains(EptVpidCap::PAGE_WALK_4 | EptVpidCap::MEMORY_TYPE_WB);
     let use_vpid = secondary_ok(SecondaryControls::ENABLE_VPID);
     let load_efer = caps.exit.allows(ExitControls::LOAD_IA32_EFER.bits())
         && caps.entry.allows(EntryControls::LOAD_IA32_EFER.bits());
@@ -586,27 +380,24 @@ pub fn run() -> ! {
     println!("ok controls: ept {use_ept}, vpid {use_vpid}, load EFER {load_efer}: {controls:#x?}");
 
     let eptp = if use_ept { build_ept(ept_caps) } else { 0 };
-
-    // SAFETY: ring 0; reading control registers and MSRs has no side effects.
     let host = HostState::current(&cpu);
-    // SAFETY: VMX root operation with a current VMCS. The host state is this CPU's, HOST_RIP is
-    // the exit stub with its own stack, the EPT maps guest-physical 1:1 onto memory that stays
-    // put, and the guest shares the host's page tables and descriptor tables, which live for the
-    // whole run.
-    unsafe { write_vmcs(&controls, &host, eptp, use_vpid) };
+    fill_vmcs(&mut vmcs, &controls, &host, eptp, use_vpid);
 
     if let Some(fake) = invalid_pin_based(&caps) {
-        // SAFETY: a control value the CPU rejects before entering the guest.
-        unsafe { vmwrite(enc::PIN_BASED_CONTROLS, u64::from(fake)) };
-        // SAFETY: the VMCS is complete; the broken control makes the launch fail with error 7.
+        write(&mut vmcs, control::PIN_BASED_VM_EXEC_CONTROL, fake);
+        // SAFETY: the VMCS is complete; the broken control makes the launch fail with error 7
+        // before anything is entered.
         let failed = unsafe { vmx::vmlaunch() };
         check(
             "vmlaunch with an unsupported pin-based control",
             failed == VmFail::Valid(VmInstructionError::ENTRY_INVALID_CONTROL_FIELD),
             format_args!("pin-based {fake:#x}: {failed:?}"),
         );
-        // SAFETY: restores the adjusted value.
-        unsafe { vmwrite(enc::PIN_BASED_CONTROLS, u64::from(controls.pin_based)) };
+        write(
+            &mut vmcs,
+            control::PIN_BASED_VM_EXEC_CONTROL,
+            controls.pin_based,
+        );
     }
     // SAFETY: VMRESUME of a VMCS that was never launched fails with error 5 before any entry.
     let failed = unsafe { vmx::vmresume() };
@@ -615,45 +406,245 @@ pub fn run() -> ! {
         failed == VmFail::Valid(VmInstructionError::VMRESUME_NON_LAUNCHED_VMCS),
         format_args!("{failed:?}"),
     );
+    invalidation_checks(ept_caps, use_ept.then_some(eptp), use_vpid);
 
-    if use_ept && ept_caps.contains(Cap::INVEPT) {
-        if ept_caps.contains(Cap::INVEPT_SINGLE_CONTEXT) {
+    println!(
+        "launching the guest at {:#x}",
+        // SAFETY: only the symbol's address is taken.
+        sym(unsafe { &vmx_guest_entry })
+    );
+    // SAFETY: the VMCS is complete and valid (see `fill_vmcs`); a successful launch continues
+    // at `vmx_exit_entry`, which never returns here. Everything it references is static.
+    let failed = unsafe { vmx::vmlaunch() };
+    let error = read(&vmcs, exit_info::VM_INSTRUCTION_ERROR);
+    fail(
+        "vmlaunch",
+        format_args!("{failed:?} (VM-instruction error {error})"),
+    )
+}
+
+/// VMCLEAR, VMPTRLD, VMPTRST, raw VMREAD/VMWRITE and their failure modes. Leaves the VMCS at
+/// `vmcs` current.
+fn instruction_checks(vmcs: PhysFrame<Size4KiB>, caps: VmxCapabilities) {
+    let vmcs_phys = vmcs.start_address();
+    // SAFETY: VMX root operation; the VMCS region is a static page with the revision id.
+    let cleared = unsafe { vmx::vmclear(vmcs) };
+    check("vmclear", cleared.is_ok(), format_args!("{cleared:?}"));
+    // SAFETY: as above; the region was just cleared.
+    let loaded = unsafe { vmx::vmptrld(vmcs) };
+    check("vmptrld", loaded.is_ok(), format_args!("{loaded:?}"));
+    // SAFETY: VMX root operation.
+    let current = unsafe { vmx::vmptrst() };
+    check(
+        "vmptrst",
+        current == Some(vmcs_phys),
+        format_args!("{current:?}, loaded {vmcs_phys:?}"),
+    );
+
+    // Raw round trips of one field of each width (guest-state fields, rewritten before entry).
+    let trips: [(&str, u32, u64); 4] = [
+        ("16-bit guest ES selector", 0x0800, 0x0010),
+        ("32-bit guest ES limit", 0x4800, 0x000F_FFFF),
+        ("64-bit VMCS link pointer", 0x2800, 0x1234_5678_9ABC_D000),
+        ("natural-width guest ES base", 0x6806, 0xFFFF_8000_1234_5000),
+    ];
+    for (what, encoding, value) in trips {
+        // SAFETY: VMX root operation with a current VMCS; guest-state fields only, and the VMCS
+        // is not entered before they are rewritten.
+        let wrote = unsafe { vmx::vmwrite(encoding, value) };
+        let back = raw_read(encoding);
+        check(
+            "vmwrite/vmread",
+            wrote.is_ok() && back == value,
+            format_args!("{what} ({encoding:#06x}) wrote {value:#x} read {back:#x}"),
+        );
+    }
+    let high = raw_read(enc::VMCS_LINK_POINTER_HIGH);
+    check(
+        "vmread high half",
+        high == 0x1234_5678,
+        format_args!("{:#06x} read {high:#x}", enc::VMCS_LINK_POINTER_HIGH),
+    );
+
+    // An encoding beyond IA32_VMX_VMCS_ENUM's highest index: error 12.
+    // SAFETY: VMX root operation with a current VMCS.
+    let read = unsafe { vmx::vmread(enc::UNSUPPORTED) };
+    check(
+        "vmread unsupported field",
+        is_error(read, VmInstructionError::UNSUPPORTED_VMCS_COMPONENT),
+        format_args!("{:#06x}: {read:x?}", enc::UNSUPPORTED),
+    );
+    // SAFETY: VMX root operation with a current VMCS; the field does not exist.
+    let wrote = unsafe { vmx::vmwrite(enc::UNSUPPORTED, 1) };
+    check(
+        "vmwrite unsupported field",
+        is_error(wrote, VmInstructionError::UNSUPPORTED_VMCS_COMPONENT),
+        format_args!("{:#06x}: {wrote:?}", enc::UNSUPPORTED),
+    );
+    // The exit reason is read-only unless IA32_VMX_MISC[29] allows VMWRITE to any field.
+    let exit_reason = exit_info::EXIT_REASON.encoding().0;
+    // SAFETY: the exit-reason field does not affect VM entry.
+    let wrote = unsafe { vmx::vmwrite(exit_reason, 0x1234) };
+    if caps.misc.vmwrite_any_field() {
+        let back = raw_read(exit_reason);
+        check(
+            "vmwrite read-only field (allowed by IA32_VMX_MISC[29])",
+            wrote.is_ok() && back == 0x1234,
+            format_args!("{wrote:?}, read back {back:#x}"),
+        );
+    } else {
+        check(
+            "vmwrite read-only field",
+            is_error(wrote, VmInstructionError::VMWRITE_READ_ONLY_COMPONENT),
+            format_args!("{wrote:?}"),
+        );
+    }
+
+    // VMCLEAR makes the VMCS not current; its data survives a VMPTRLD.
+    // SAFETY: VMX root operation; the region is the current VMCS.
+    let cleared = unsafe { vmx::vmclear(vmcs) };
+    // SAFETY: VMX root operation.
+    let current = unsafe { vmx::vmptrst() };
+    check(
+        "vmclear then vmptrst",
+        cleared.is_ok() && current.is_none(),
+        format_args!("{cleared:?}, current {current:?}"),
+    );
+    // SAFETY: there is no current VMCS now, so VMREAD must fail with VMfailInvalid.
+    let read = unsafe { vmx::vmread(0x6806) };
+    check(
+        "vmread without current VMCS",
+        read == Err(VmFail::Invalid),
+        format_args!("{read:x?}"),
+    );
+    // SAFETY: the region was just cleared.
+    let loaded = unsafe { vmx::vmptrld(vmcs) };
+    let kept = raw_read(0x6806);
+    check(
+        "vmptrld keeps data",
+        loaded.is_ok() && kept == 0xFFFF_8000_1234_5000,
+        format_args!("{loaded:?}, guest ES base {kept:#x}"),
+    );
+}
+
+/// Typed access through `CurrentVmcs`: the typed encodings must reach the same fields as the raw
+/// ones, and values wider than a field are cut to its width.
+fn typed_checks(vmcs: &mut CurrentVmcs) {
+    write(vmcs, guest::ES_SELECTOR, 0x0018);
+    write(vmcs, guest::ES_LIMIT, 0x0000_FFFF);
+    write(vmcs, guest::VMCS_LINK_POINTER, 0x0FED_CBA9_8765_4000);
+    write(vmcs, guest::ES_BASE, 0xFFFF_8000_0000_1000);
+    let raw = [
+        raw_read(0x0800),
+        raw_read(0x4800),
+        raw_read(0x2800),
+        raw_read(0x6806),
+    ];
+    check(
+        "typed vmwrite, raw vmread",
+        raw == [0x18, 0xFFFF, 0x0FED_CBA9_8765_4000, 0xFFFF_8000_0000_1000],
+        format_args!("{raw:#x?}"),
+    );
+    let typed = (
+        read(vmcs, guest::ES_SELECTOR),
+        read(vmcs, guest::ES_LIMIT),
+        read(vmcs, guest::VMCS_LINK_POINTER),
+        read(vmcs, guest::ES_BASE),
+    );
+    check(
+        "typed vmread",
+        typed == (0x18, 0xFFFF, 0x0FED_CBA9_8765_4000, 0xFFFF_8000_0000_1000),
+        format_args!("{typed:#x?}"),
+    );
+    // A 16-bit field keeps only its low 16 bits of a raw 32-bit write (SDM 31.3 "VMWRITE").
+    // SAFETY: VMX root operation with a current VMCS; a guest-state field.
+    let wrote = unsafe { vmx::vmwrite(0x0800, 0xABCD_0010) };
+    let selector = read(vmcs, guest::ES_SELECTOR);
+    check(
+        "vmwrite truncation",
+        wrote.is_ok() && selector == 0x10,
+        format_args!("16-bit field reads {selector:#x} after writing 0xabcd0010"),
+    );
+}
+
+/// Reads every field of hvkit-vmx's table on this processor: each must read or fail with error
+/// 12 (unsupported component), and no supported field may have an index above
+/// IA32_VMX_VMCS_ENUM's.
+fn field_sweep(vmcs: &CurrentVmcs, caps: &VmxCapabilities) {
+    let mut supported = 0usize;
+    let mut unsupported = 0usize;
+    let mut above_enum = 0usize;
+    println!("fields the processor lacks:");
+    for info in fields::ALL {
+        match vmcs.read_raw(info.encoding) {
+            Ok(_) => {
+                supported += 1;
+                let index = (info.encoding.0 >> 1) & 0x1FF;
+                if index > u32::from(caps.vmcs_max_index) {
+                    above_enum += 1;
+                    println!("  index above VMCS_ENUM: {}", info.ident);
+                }
+            }
+            Err(e) if e.is_unsupported_component() => {
+                unsupported += 1;
+                println!("  {} ({:#06x})", info.ident, info.encoding.0);
+            }
+            Err(e) => fail("field sweep", format_args!("{}: {e}", info.ident)),
+        }
+    }
+    check(
+        "field sweep",
+        supported > 0 && above_enum == 0,
+        format_args!(
+            "{} fields in hvkit-vmx: {supported} supported, {unsupported} unsupported, {above_enum} above VMCS_ENUM",
+            fields::ALL.len()
+        ),
+    );
+}
+
+/// INVEPT and INVVPID of every type the capabilities report, and one refused INVVPID.
+fn invalidation_checks(caps: EptVpidCap, eptp: Option<u64>, vpid: bool) {
+    if let Some(eptp) = eptp.filter(|_| caps.contains(EptVpidCap::INVEPT)) {
+        if caps.contains(EptVpidCap::INVEPT_SINGLE_CONTEXT) {
             // SAFETY: VMX root operation, INVEPT supported; `eptp` is the EPT just built.
             let r = unsafe { vmx::invept(InveptType::SingleContext { eptp }) };
             check("invept single-context", r.is_ok(), format_args!("{r:?}"));
         }
-        if ept_caps.contains(Cap::INVEPT_ALL_CONTEXT) {
+        if caps.contains(EptVpidCap::INVEPT_ALL_CONTEXT) {
             // SAFETY: VMX root operation, all-context INVEPT supported.
             let r = unsafe { vmx::invept(InveptType::AllContexts) };
             check("invept all-context", r.is_ok(), format_args!("{r:?}"));
         }
     }
-    if use_vpid && ept_caps.contains(Cap::INVVPID) {
-        let kinds = [
-            (
-                Cap::INVVPID_INDIVIDUAL_ADDRESS,
-                InvvpidType::IndividualAddress {
-                    vpid: 1,
-                    address: 0x20_0000,
-                },
-            ),
-            (
-                Cap::INVVPID_SINGLE_CONTEXT,
-                InvvpidType::SingleContext { vpid: 1 },
-            ),
-            (Cap::INVVPID_ALL_CONTEXT, InvvpidType::AllContexts),
-            (
-                Cap::INVVPID_SINGLE_CONTEXT_RETAINING_GLOBALS,
-                InvvpidType::SingleContextRetainingGlobals { vpid: 1 },
-            ),
-        ];
-        for (cap, kind) in kinds {
-            if ept_caps.contains(cap) {
-                // SAFETY: VMX root operation, INVVPID and this type supported.
-                let r = unsafe { vmx::invvpid(kind) };
-                check("invvpid", r.is_ok(), format_args!("{kind:?}: {r:?}"));
-            }
+    if !(vpid && caps.contains(EptVpidCap::INVVPID)) {
+        return;
+    }
+    let kinds = [
+        (
+            EptVpidCap::INVVPID_INDIVIDUAL_ADDRESS,
+            InvvpidType::IndividualAddress {
+                vpid: 1,
+                address: 0x20_0000,
+            },
+        ),
+        (
+            EptVpidCap::INVVPID_SINGLE_CONTEXT,
+            InvvpidType::SingleContext { vpid: 1 },
+        ),
+        (EptVpidCap::INVVPID_ALL_CONTEXT, InvvpidType::AllContexts),
+        (
+            EptVpidCap::INVVPID_SINGLE_CONTEXT_RETAINING_GLOBALS,
+            InvvpidType::SingleContextRetainingGlobals { vpid: 1 },
+        ),
+    ];
+    for (cap, kind) in kinds {
+        if caps.contains(cap) {
+            // SAFETY: VMX root operation, INVVPID and this type supported.
+            let r = unsafe { vmx::invvpid(kind) };
+            check("invvpid", r.is_ok(), format_args!("{kind:?}: {r:?}"));
         }
+    }
+    if caps.contains(EptVpidCap::INVVPID_SINGLE_CONTEXT) {
         // SAFETY: as above; VPID 0 is invalid for single-context INVVPID (error 28).
         let r = unsafe { vmx::invvpid(InvvpidType::SingleContext { vpid: 0 }) };
         check(
@@ -662,22 +653,6 @@ pub fn run() -> ! {
             format_args!("{r:?}"),
         );
     }
-
-    println!(
-        "launching the guest at {:#x}",
-        sym(
-            // SAFETY: only the symbol's address is taken.
-            unsafe { &vmx_guest_entry }
-        )
-    );
-    // SAFETY: the VMCS is complete and valid (see `write_vmcs`); a successful launch continues
-    // at `vmx_exit_entry`, which never returns here.
-    let failed = unsafe { vmx::vmlaunch() };
-    let error = vmread(enc::VM_INSTRUCTION_ERROR);
-    fail(
-        "vmlaunch",
-        format_args!("{failed:?} (VM-instruction error {error})"),
-    )
 }
 
 /// A pin-based control value with a bit the CPU does not allow, if there is one.
@@ -688,15 +663,14 @@ fn invalid_pin_based(caps: &VmxCapabilities) -> Option<u32> {
 
 /// Builds an identity EPT of the low 4 GiB (1 GiB pages when offered, else 2 MiB) and returns the
 /// EPTP.
-fn build_ept(caps: hvkit_vmx::capabilities::EptVpidCap) -> u64 {
-    use hvkit_vmx::capabilities::EptVpidCap as Cap;
+fn build_ept(caps: EptVpidCap) -> u64 {
     let (Some(pml4), Some(pdpt), Some(pds)) = (EPT_PML4.take(), EPT_PDPT.take(), EPT_PD.take())
     else {
         fail("ept", format_args!("tables taken twice"))
     };
     let rwx = ept::READ | ept::WRITE | ept::EXECUTE;
     pml4.0[0] = pdpt.phys() | rwx;
-    if caps.contains(Cap::PAGE_1G) {
+    if caps.contains(EptVpidCap::PAGE_1G) {
         for (i, entry) in pdpt.0.iter_mut().take(4).enumerate() {
             *entry = ((i as u64) << 30) | rwx | ept::LEAF_WB | ept::PAGE;
         }
@@ -753,18 +727,17 @@ impl HostState {
     }
 }
 
-/// Fills the whole VMCS: controls, host state (this CPU, exit stub), guest state (a 64-bit guest
-/// sharing the host's page tables and descriptor tables).
-///
-/// # Safety
-/// - VMX root operation with a current VMCS; `eptp` (when non-zero) points at a valid EPT that
-///   lives for the rest of the run.
-unsafe fn write_vmcs(
-    controls: &hvkit_vmx::capabilities::AdjustedControls,
-    host: &HostState,
+/// Fills the whole VMCS through typed fields: controls, host state (this CPU, the exit stub and
+/// its stack), guest state (a 64-bit guest sharing the host's page tables and descriptor tables,
+/// entering at the guest code with its own stack).
+fn fill_vmcs(
+    vmcs: &mut CurrentVmcs,
+    controls: &AdjustedControls,
+    host_state: &HostState,
     eptp: u64,
     vpid: bool,
 ) {
+    let h = host_state;
     let tss = boot::tss_base();
     // SAFETY: only symbol addresses are taken.
     let (exit_entry, exit_stack, guest_entry, guest_stack) = unsafe {
@@ -775,177 +748,185 @@ unsafe fn write_vmcs(
             sym(&vmx_guest_stack_top),
         )
     };
-    let fields: &[(u32, u64)] = &[
-        // Controls.
-        (enc::PIN_BASED_CONTROLS, u64::from(controls.pin_based)),
-        (enc::PRIMARY_CONTROLS, u64::from(controls.primary)),
-        (enc::EXIT_CONTROLS, u64::from(controls.exit)),
-        (enc::ENTRY_CONTROLS, u64::from(controls.entry)),
-        (enc::EXCEPTION_BITMAP, 0),
-        (enc::PAGE_FAULT_ERROR_CODE_MASK, 0),
-        (enc::PAGE_FAULT_ERROR_CODE_MATCH, 0),
-        (enc::CR3_TARGET_COUNT, 0),
-        (enc::EXIT_MSR_STORE_COUNT, 0),
-        (enc::EXIT_MSR_LOAD_COUNT, 0),
-        (enc::ENTRY_MSR_LOAD_COUNT, 0),
-        (enc::ENTRY_INTERRUPTION_INFO, 0),
-        (enc::CR0_GUEST_HOST_MASK, 0),
-        (enc::CR4_GUEST_HOST_MASK, 0),
-        (enc::CR0_READ_SHADOW, host.cr0),
-        (enc::CR4_READ_SHADOW, host.cr4),
-        // Host state.
-        (enc::HOST_CR0, host.cr0),
-        (enc::HOST_CR3, host.cr3),
-        (enc::HOST_CR4, host.cr4),
-        (enc::HOST_ES_SELECTOR, u64::from(selectors::DATA)),
-        (enc::HOST_CS_SELECTOR, u64::from(selectors::CODE)),
-        (enc::HOST_SS_SELECTOR, u64::from(selectors::DATA)),
-        (enc::HOST_DS_SELECTOR, u64::from(selectors::DATA)),
-        (enc::HOST_FS_SELECTOR, u64::from(selectors::DATA)),
-        (enc::HOST_GS_SELECTOR, u64::from(selectors::DATA)),
-        (enc::HOST_TR_SELECTOR, u64::from(selectors::TSS)),
-        (enc::HOST_FS_BASE, host.fs_base),
-        (enc::HOST_GS_BASE, host.gs_base),
-        (enc::HOST_TR_BASE, tss),
-        (enc::HOST_GDTR_BASE, host.gdtr_base),
-        (enc::HOST_IDTR_BASE, host.idtr_base),
-        (enc::HOST_SYSENTER_CS, host.sysenter_cs),
-        (enc::HOST_SYSENTER_ESP, host.sysenter_esp),
-        (enc::HOST_SYSENTER_EIP, host.sysenter_eip),
-        (enc::HOST_RSP, exit_stack),
-        (enc::HOST_RIP, exit_entry),
-        // Guest state: the same CPU state, entering at the guest code with its own stack.
-        (enc::GUEST_CR0, host.cr0),
-        (enc::GUEST_CR3, host.cr3),
-        (enc::GUEST_CR4, host.cr4),
-        (enc::GUEST_DR7, 0x400),
-        (enc::GUEST_RSP, guest_stack),
-        (enc::GUEST_RIP, guest_entry),
-        (enc::GUEST_RFLAGS, 0x2),
-        (enc::GUEST_CS_SELECTOR, u64::from(selectors::CODE)),
-        (enc::GUEST_CS_BASE, 0),
-        (enc::GUEST_CS_LIMIT, 0xFFFF_FFFF),
-        (
-            enc::GUEST_CS_ACCESS_RIGHTS,
-            u64::from(access_rights::CODE64),
-        ),
-        (enc::GUEST_TR_SELECTOR, u64::from(selectors::TSS)),
-        (enc::GUEST_TR_BASE, tss),
-        (enc::GUEST_TR_LIMIT, u64::from(boot::TSS_LIMIT)),
-        (enc::GUEST_TR_ACCESS_RIGHTS, u64::from(access_rights::TSS)),
-        (enc::GUEST_LDTR_SELECTOR, 0),
-        (enc::GUEST_LDTR_BASE, 0),
-        (enc::GUEST_LDTR_LIMIT, 0),
-        (
-            enc::GUEST_LDTR_ACCESS_RIGHTS,
-            u64::from(access_rights::UNUSABLE_SEGMENT),
-        ),
-        (enc::GUEST_GDTR_BASE, host.gdtr_base),
-        (enc::GUEST_GDTR_LIMIT, u64::from(host.gdtr_limit)),
-        (enc::GUEST_IDTR_BASE, host.idtr_base),
-        (enc::GUEST_IDTR_LIMIT, u64::from(host.idtr_limit)),
-        (enc::GUEST_IA32_DEBUGCTL, 0),
-        (enc::GUEST_SYSENTER_CS, host.sysenter_cs),
-        (enc::GUEST_SYSENTER_ESP, host.sysenter_esp),
-        (enc::GUEST_SYSENTER_EIP, host.sysenter_eip),
-        (enc::VMCS_LINK_POINTER, u64::MAX),
-        (enc::GUEST_INTERRUPTIBILITY, 0),
-        (enc::GUEST_ACTIVITY_STATE, 0),
-        (enc::GUEST_PENDING_DEBUG_EXCEPTIONS, 0),
-    ];
-    for &(encoding, value) in fields {
-        // SAFETY: forwarded from this function's contract; every value describes this CPU.
-        unsafe { vmwrite(encoding, value) };
-    }
-    let data_segments = [
-        (
-            enc::GUEST_ES_SELECTOR,
-            enc::GUEST_ES_BASE,
-            enc::GUEST_ES_LIMIT,
-            enc::GUEST_ES_ACCESS_RIGHTS,
-        ),
-        (
-            enc::GUEST_SS_SELECTOR,
-            enc::GUEST_SS_BASE,
-            enc::GUEST_SS_LIMIT,
-            enc::GUEST_SS_ACCESS_RIGHTS,
-        ),
-        (
-            enc::GUEST_DS_SELECTOR,
-            enc::GUEST_DS_BASE,
-            enc::GUEST_DS_LIMIT,
-            enc::GUEST_DS_ACCESS_RIGHTS,
-        ),
-        (
-            enc::GUEST_FS_SELECTOR,
-            enc::GUEST_FS_BASE,
-            enc::GUEST_FS_LIMIT,
-            enc::GUEST_FS_ACCESS_RIGHTS,
-        ),
-        (
-            enc::GUEST_GS_SELECTOR,
-            enc::GUEST_GS_BASE,
-            enc::GUEST_GS_LIMIT,
-            enc::GUEST_GS_ACCESS_RIGHTS,
-        ),
-    ];
-    for (selector, base, limit, rights) in data_segments {
-        let base_value = match base {
-            enc::GUEST_FS_BASE => host.fs_base,
-            enc::GUEST_GS_BASE => host.gs_base,
-            _ => 0,
-        };
-        // SAFETY: as above.
-        unsafe {
-            vmwrite(selector, u64::from(selectors::DATA));
-            vmwrite(base, base_value);
-            vmwrite(limit, 0xFFFF_FFFF);
-            vmwrite(rights, u64::from(access_rights::DATA));
-        }
-    }
+    let (code, data, tss_selector) = (selectors::CODE, selectors::DATA, selectors::TSS);
+
+    write(vmcs, control::PIN_BASED_VM_EXEC_CONTROL, controls.pin_based);
+    write(
+        vmcs,
+        control::PRIMARY_PROC_BASED_VM_EXEC_CONTROL,
+        controls.primary,
+    );
     if controls.secondary != 0 {
-        // SAFETY: as above.
-        unsafe { vmwrite(enc::SECONDARY_CONTROLS, u64::from(controls.secondary)) };
+        write(
+            vmcs,
+            control::SECONDARY_PROC_BASED_VM_EXEC_CONTROL,
+            controls.secondary,
+        );
     }
+    write(vmcs, control::PRIMARY_VM_EXIT_CONTROLS, controls.exit);
+    write(vmcs, control::VM_ENTRY_CONTROLS, controls.entry);
+    for field in [
+        control::EXCEPTION_BITMAP,
+        control::PAGE_FAULT_ERROR_CODE_MASK,
+        control::PAGE_FAULT_ERROR_CODE_MATCH,
+        control::CR3_TARGET_COUNT,
+        control::VM_EXIT_MSR_STORE_COUNT,
+        control::VM_EXIT_MSR_LOAD_COUNT,
+        control::VM_ENTRY_MSR_LOAD_COUNT,
+        control::VM_ENTRY_INTERRUPTION_INFO,
+    ] {
+        write(vmcs, field, 0);
+    }
+    write(vmcs, control::CR0_GUEST_HOST_MASK, 0);
+    write(vmcs, control::CR4_GUEST_HOST_MASK, 0);
+    write(vmcs, control::CR0_READ_SHADOW, h.cr0);
+    write(vmcs, control::CR4_READ_SHADOW, h.cr4);
     if eptp != 0 {
-        // SAFETY: the caller guarantees the EPT.
-        unsafe { vmwrite(enc::EPT_POINTER, eptp) };
+        write(vmcs, control::EPT_POINTER, eptp);
     }
     if vpid {
-        // SAFETY: VPID 1 tags this guest's translations.
-        unsafe { vmwrite(enc::VPID, 1) };
+        write(vmcs, control::VIRTUAL_PROCESSOR_ID, 1);
     }
+
+    write(vmcs, host::CR0, h.cr0);
+    write(vmcs, host::CR3, h.cr3);
+    write(vmcs, host::CR4, h.cr4);
+    for field in [
+        host::ES_SELECTOR,
+        host::SS_SELECTOR,
+        host::DS_SELECTOR,
+        host::FS_SELECTOR,
+        host::GS_SELECTOR,
+    ] {
+        write(vmcs, field, data);
+    }
+    write(vmcs, host::CS_SELECTOR, code);
+    write(vmcs, host::TR_SELECTOR, tss_selector);
+    write(vmcs, host::FS_BASE, h.fs_base);
+    write(vmcs, host::GS_BASE, h.gs_base);
+    write(vmcs, host::TR_BASE, tss);
+    write(vmcs, host::GDTR_BASE, h.gdtr_base);
+    write(vmcs, host::IDTR_BASE, h.idtr_base);
+    write(vmcs, host::IA32_SYSENTER_CS, h.sysenter_cs as u32);
+    write(vmcs, host::IA32_SYSENTER_ESP, h.sysenter_esp);
+    write(vmcs, host::IA32_SYSENTER_EIP, h.sysenter_eip);
+    write(vmcs, host::RSP, exit_stack);
+    write(vmcs, host::RIP, exit_entry);
+
+    write(vmcs, guest::CR0, h.cr0);
+    write(vmcs, guest::CR3, h.cr3);
+    write(vmcs, guest::CR4, h.cr4);
+    write(vmcs, guest::DR7, 0x400);
+    write(vmcs, guest::RSP, guest_stack);
+    write(vmcs, guest::RIP, guest_entry);
+    write(vmcs, guest::RFLAGS, 0x2);
+    write(vmcs, guest::CS_SELECTOR, code);
+    write(vmcs, guest::CS_BASE, 0);
+    write(vmcs, guest::CS_LIMIT, 0xFFFF_FFFF);
+    write(vmcs, guest::CS_ACCESS_RIGHTS, access_rights::CODE64);
+    let data_segments = [
+        (
+            guest::ES_SELECTOR,
+            guest::ES_BASE,
+            guest::ES_LIMIT,
+            guest::ES_ACCESS_RIGHTS,
+            0,
+        ),
+        (
+            guest::SS_SELECTOR,
+            guest::SS_BASE,
+            guest::SS_LIMIT,
+            guest::SS_ACCESS_RIGHTS,
+            0,
+        ),
+        (
+            guest::DS_SELECTOR,
+            guest::DS_BASE,
+            guest::DS_LIMIT,
+            guest::DS_ACCESS_RIGHTS,
+            0,
+        ),
+        (
+            guest::FS_SELECTOR,
+            guest::FS_BASE,
+            guest::FS_LIMIT,
+            guest::FS_ACCESS_RIGHTS,
+            h.fs_base,
+        ),
+        (
+            guest::GS_SELECTOR,
+            guest::GS_BASE,
+            guest::GS_LIMIT,
+            guest::GS_ACCESS_RIGHTS,
+            h.gs_base,
+        ),
+    ];
+    for (selector, base, limit, rights, base_value) in data_segments {
+        write(vmcs, selector, data);
+        write(vmcs, base, base_value);
+        write(vmcs, limit, 0xFFFF_FFFF);
+        write(vmcs, rights, access_rights::DATA);
+    }
+    write(vmcs, guest::TR_SELECTOR, tss_selector);
+    write(vmcs, guest::TR_BASE, tss);
+    write(vmcs, guest::TR_LIMIT, boot::TSS_LIMIT);
+    write(vmcs, guest::TR_ACCESS_RIGHTS, access_rights::TSS);
+    write(vmcs, guest::LDTR_SELECTOR, 0);
+    write(vmcs, guest::LDTR_BASE, 0);
+    write(vmcs, guest::LDTR_LIMIT, 0);
+    write(
+        vmcs,
+        guest::LDTR_ACCESS_RIGHTS,
+        access_rights::UNUSABLE_SEGMENT,
+    );
+    write(vmcs, guest::GDTR_BASE, h.gdtr_base);
+    write(vmcs, guest::GDTR_LIMIT, u32::from(h.gdtr_limit));
+    write(vmcs, guest::IDTR_BASE, h.idtr_base);
+    write(vmcs, guest::IDTR_LIMIT, u32::from(h.idtr_limit));
+    write(vmcs, guest::IA32_DEBUGCTL, 0);
+    write(vmcs, guest::IA32_SYSENTER_CS, h.sysenter_cs as u32);
+    write(vmcs, guest::IA32_SYSENTER_ESP, h.sysenter_esp);
+    write(vmcs, guest::IA32_SYSENTER_EIP, h.sysenter_eip);
+    write(vmcs, guest::VMCS_LINK_POINTER, u64::MAX);
+    write(vmcs, guest::INTERRUPTIBILITY_STATE, 0);
+    write(vmcs, guest::ACTIVITY_STATE, 0);
+    write(vmcs, guest::PENDING_DEBUG_EXCEPTIONS, 0);
     if controls.entry & EntryControls::LOAD_IA32_EFER.bits() != 0 {
-        // SAFETY: the guest runs with the host's EFER (LME, LMA as the IA-32e guest needs).
-        unsafe {
-            vmwrite(enc::GUEST_IA32_EFER, host.efer);
-            vmwrite(enc::HOST_IA32_EFER, host.efer);
-        }
+        // The guest runs with the host's EFER (LME and LMA, as the IA-32e guest needs).
+        write(vmcs, guest::IA32_EFER, h.efer);
+        write(vmcs, host::IA32_EFER, h.efer);
     }
 }
 
 /// Handles one VM exit; returning resumes the guest.
 #[unsafe(no_mangle)]
 extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
+    // SAFETY: a VM exit leaves the processor in VMX root operation with the guest's VMCS current;
+    // nothing clears it before `finish_vmx`, which stops using this value first.
+    let mut vmcs = unsafe { current_vmcs() };
     let exits = STATE.with(|s| {
         s.exits += 1;
         s.exits
     });
-    let reason = vmread(enc::EXIT_REASON);
-    let rip = vmread(enc::GUEST_RIP);
-    let length = vmread(enc::EXIT_INSTRUCTION_LENGTH);
-    println!("exit {exits}: reason {reason:#x} at rip {rip:#x}, instruction length {length}");
-    if reason & EXIT_REASON_ENTRY_FAILURE != 0 {
-        let qualification = vmread(enc::EXIT_QUALIFICATION);
+    let reason = ExitReason(read(&vmcs, exit_info::EXIT_REASON));
+    let rip = read(&vmcs, guest::RIP);
+    let length = u64::from(read(&vmcs, exit_info::VM_EXIT_INSTRUCTION_LENGTH));
+    println!(
+        "exit {exits}: {:?} at rip {rip:#x}, instruction length {length}",
+        reason.basic()
+    );
+    if reason.is_entry_failure() {
+        let qualification = read(&vmcs, exit_info::EXIT_QUALIFICATION);
+        println!("{}", Dump(&vmcs));
         fail(
             "vm entry",
             format_args!(
-                "failed with reason {reason:#x}, qualification {qualification:#x} (see bochs.log)"
+                "failed: {reason:?}, qualification {qualification:#x} (see bochs.log and the dump)"
             ),
         );
     }
-    match reason & 0xFFFF {
-        EXIT_REASON_CPUID => {
+    match reason.basic() {
+        BasicExitReason::CPUID => {
             check("cpuid exit length", length == 2, format_args!("{length}"));
             let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
             if leaf == HV_LEAF {
@@ -966,10 +947,9 @@ extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
                 regs.rdx = u64::from(r.edx);
             }
             STATE.with(|s| s.cpuid_exits += 1);
-            // SAFETY: advancing the guest RIP past the CPUID instruction.
-            unsafe { vmwrite(enc::GUEST_RIP, rip + length) };
+            write(&mut vmcs, guest::RIP, rip + length);
         }
-        EXIT_REASON_VMCALL => {
+        BasicExitReason::VMCALL => {
             check("vmcall exit length", length == 3, format_args!("{length}"));
             // SAFETY: only the symbol's address is taken.
             let expected_rip = sym(unsafe { &vmx_guest_vmcall });
@@ -1003,15 +983,19 @@ extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
                 exits == 2 && cpuid_exits == 1,
                 format_args!("{exits} exits, {cpuid_exits} CPUID"),
             );
+            drop(vmcs);
             finish_vmx(exits);
         }
-        other => fail(
-            "unexpected exit",
-            format_args!(
-                "reason {other}, qualification {:#x}",
-                vmread(enc::EXIT_QUALIFICATION)
-            ),
-        ),
+        other => {
+            println!("{}", Dump(&vmcs));
+            fail(
+                "unexpected exit",
+                format_args!(
+                    "{other:?}, qualification {:#x}",
+                    read(&vmcs, exit_info::EXIT_QUALIFICATION)
+                ),
+            )
+        }
     }
 }
 
@@ -1038,7 +1022,8 @@ fn finish_vmx(exits: u64) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn vmx_resume_failed(rflags: u64) -> ! {
     // SAFETY: still in VMX root operation with the current VMCS.
-    let error = unsafe { vmx::vmread(enc::VM_INSTRUCTION_ERROR) };
+    let vmcs = unsafe { current_vmcs() };
+    let error = vmcs.read(exit_info::VM_INSTRUCTION_ERROR);
     fail(
         "vmresume",
         format_args!("RFLAGS {rflags:#x}, VM-instruction error {error:?}"),
