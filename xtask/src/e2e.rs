@@ -123,11 +123,56 @@ fn is_summary(line: &str) -> bool {
         || line.starts_with("  emulator log: ")
 }
 
+/// Formatting and clippy for `examples/baremetal`, which is its own workspace (bare-metal target
+/// only) and so outside the main workspace's `cargo fmt`/`cargo clippy`.
+fn lint_baremetal() -> Result {
+    let dir = root().join("examples/baremetal");
+    let in_dir = |args: &[&str]| {
+        let mut c = cargo();
+        c.args(args).current_dir(&dir).env_remove("RUSTFLAGS");
+        c
+    };
+    let step = |what: &str, mut cmd: Command| -> Result {
+        announce(what);
+        let out = cmd
+            .output()
+            .map_err(|e| format!("{what}: could not start cargo: {e}"))?;
+        if out.status.success() {
+            println!("--> ok: {what}");
+            Ok(())
+        } else {
+            eprintln!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Err(format!("{what}: failed ({})", out.status))
+        }
+    };
+    step(
+        "formatting of examples/baremetal (cargo fmt --check)",
+        in_dir(&["fmt", "--check"]),
+    )?;
+    step(
+        "lints of examples/baremetal (cargo clippy, x86_64-unknown-none, -D warnings)",
+        in_dir(&[
+            "clippy",
+            "--release",
+            "--target",
+            "x86_64-unknown-none",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )
+}
+
 /// `cargo xtask e2e [FILTER]`: every end-to-end case whose test name contains FILTER.
 pub(crate) fn run(filter: Option<&str>) -> Result {
     let start = Instant::now();
     ensure_rustup(None, &[], &["x86_64-unknown-none"])?;
     ensure_debian_packages()?;
+    lint_baremetal()?;
     announce(&format!(
         "end-to-end runs (hvkit-e2e: examples/baremetal in Bochs and QEMU){}",
         filter.map_or(String::new(), |f| format!(", filter {f:?}"))

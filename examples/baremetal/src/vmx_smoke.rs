@@ -901,8 +901,15 @@ fn fill_vmcs(
 /// Handles one VM exit; returning resumes the guest.
 #[unsafe(no_mangle)]
 extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
+    if let Some(exits) = handle_exit(regs) {
+        finish_vmx(exits);
+    }
+}
+
+/// Handles one VM exit; `Some(exits)` when the guest is done.
+fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
     // SAFETY: a VM exit leaves the processor in VMX root operation with the guest's VMCS current;
-    // nothing clears it before `finish_vmx`, which stops using this value first.
+    // this value is gone before `finish_vmx` leaves VMX operation.
     let mut vmcs = unsafe { current_vmcs() };
     let exits = STATE.with(|s| {
         s.exits += 1;
@@ -948,6 +955,7 @@ extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
             }
             STATE.with(|s| s.cpuid_exits += 1);
             write(&mut vmcs, guest::RIP, rip + length);
+            None
         }
         BasicExitReason::VMCALL => {
             check("vmcall exit length", length == 3, format_args!("{length}"));
@@ -983,8 +991,7 @@ extern "C" fn vmx_exit_handler(regs: &mut GuestRegisters) {
                 exits == 2 && cpuid_exits == 1,
                 format_args!("{exits} exits, {cpuid_exits} CPUID"),
             );
-            drop(vmcs);
-            finish_vmx(exits);
+            Some(exits)
         }
         other => {
             println!("{}", Dump(&vmcs));
