@@ -4,42 +4,16 @@
 //! hypervisor's control request against it (and one the processor refuses), and decodes VMX
 //! instruction failures.
 
-use hvkit_vmx::capabilities::{ControlsRequest, VmxCapabilities};
+use hvkit_vmx::capabilities::{ControlsRequest, VmxCapabilities, recorded};
 use hvkit_vmx::controls::{
     EntryControls, ExitControls, PinBasedControls, PrimaryControls, SecondaryControls,
     TertiaryControls,
 };
-use hvkit_vmx::msr::*;
 use hvkit_vmx::{VmFail, VmInstructionError};
-
-/// IA32_VMX_* values of a Skylake-class client processor.
-fn skylake(msr: u32) -> u64 {
-    match msr {
-        IA32_FEATURE_CONTROL => 0x5,
-        IA32_VMX_BASIC => 0x00da_0400_0000_0004,
-        IA32_VMX_PINBASED_CTLS | IA32_VMX_TRUE_PINBASED_CTLS => 0x0000_007f_0000_0016,
-        IA32_VMX_PROCBASED_CTLS => 0xfff9_fffe_0401_e172,
-        IA32_VMX_TRUE_PROCBASED_CTLS => 0xfff9_fffe_0400_6172,
-        IA32_VMX_EXIT_CTLS => 0x01ff_ffff_0003_6dff,
-        IA32_VMX_TRUE_EXIT_CTLS => 0x01ff_ffff_0003_6dfb,
-        IA32_VMX_ENTRY_CTLS => 0x0003_ffff_0000_11ff,
-        IA32_VMX_TRUE_ENTRY_CTLS => 0x0003_ffff_0000_11fb,
-        IA32_VMX_MISC => 0x0000_0000_7004_c1e7,
-        IA32_VMX_CR0_FIXED0 => 0x8000_0021,
-        IA32_VMX_CR0_FIXED1 => 0xffff_ffff,
-        IA32_VMX_CR4_FIXED0 => 0x2000,
-        IA32_VMX_CR4_FIXED1 => 0x0037_67ff,
-        IA32_VMX_VMCS_ENUM => 0x2e,
-        IA32_VMX_PROCBASED_CTLS2 => 0x0053_7dff_0000_0000,
-        IA32_VMX_EPT_VPID_CAP => 0x0000_0f01_0673_4141,
-        IA32_VMX_VMFUNC => 0x1,
-        _ => 0,
-    }
-}
 
 fn main() {
     println!("== hvkit-vmx: capability snapshot of a Skylake-class CPU ==");
-    let caps = VmxCapabilities::read(&skylake);
+    let caps = VmxCapabilities::read(&recorded::SKYLAKE_CLIENT);
     println!(
         "VMCS revision {}, region {} bytes, memory type {}, TRUE controls: {}",
         caps.basic.revision_id(),

@@ -674,36 +674,69 @@ impl fmt::Display for UnsupportedControls {
 
 impl core::error::Error for UnsupportedControls {}
 
+/// Recorded capability snapshots, for host tests and demonstrations of code that adjusts
+/// controls: a [`RecordedMsrs`] is an [`MsrRead`] over a fixed table.
+pub mod recorded {
+    use crate::msr::*;
+
+    /// IA32_VMX_* values of a Skylake-class client processor (Core i7-6700 class), as public MSR
+    /// dumps show them: TRUE controls, no posted interrupts, no tertiary or secondary VM-exit
+    /// controls, EPT with page-walk length 4, WB, 2 MiB/1 GiB pages and A/D flags, INVEPT and
+    /// INVVPID of every type, VMFUNC 0 (EPTP switching).
+    pub const SKYLAKE_CLIENT: RecordedMsrs = RecordedMsrs(&[
+        (IA32_FEATURE_CONTROL, 0x5),
+        (IA32_VMX_BASIC, 0x00da_0400_0000_0004),
+        (IA32_VMX_PINBASED_CTLS, 0x0000_007f_0000_0016),
+        (IA32_VMX_TRUE_PINBASED_CTLS, 0x0000_007f_0000_0016),
+        (IA32_VMX_PROCBASED_CTLS, 0xfff9_fffe_0401_e172),
+        (IA32_VMX_TRUE_PROCBASED_CTLS, 0xfff9_fffe_0400_6172),
+        (IA32_VMX_EXIT_CTLS, 0x01ff_ffff_0003_6dff),
+        (IA32_VMX_TRUE_EXIT_CTLS, 0x01ff_ffff_0003_6dfb),
+        (IA32_VMX_ENTRY_CTLS, 0x0003_ffff_0000_11ff),
+        (IA32_VMX_TRUE_ENTRY_CTLS, 0x0003_ffff_0000_11fb),
+        (IA32_VMX_MISC, 0x0000_0000_7004_c1e7),
+        (IA32_VMX_CR0_FIXED0, 0x8000_0021),
+        (IA32_VMX_CR0_FIXED1, 0xffff_ffff),
+        (IA32_VMX_CR4_FIXED0, 0x2000),
+        (IA32_VMX_CR4_FIXED1, 0x0037_67ff),
+        (IA32_VMX_VMCS_ENUM, 0x2e),
+        (IA32_VMX_PROCBASED_CTLS2, 0x0053_7dff_0000_0000),
+        (IA32_VMX_EPT_VPID_CAP, 0x0000_0f01_0673_4141),
+        (IA32_VMX_VMFUNC, 0x1),
+    ]);
+
+    /// A table of MSR values standing in for RDMSR.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct RecordedMsrs(pub &'static [(u32, u64)]);
+
+    impl RecordedMsrs {
+        /// The recorded value of `msr`, or `None` if the recording does not have it.
+        #[must_use]
+        pub fn get(&self, msr: u32) -> Option<u64> {
+            self.0.iter().find(|(m, _)| *m == msr).map(|(_, v)| *v)
+        }
+    }
+
+    impl MsrRead for RecordedMsrs {
+        /// The recorded value; 0 for an MSR the recording lacks (on hardware, reading an MSR
+        /// that does not exist raises #GP; [`super::VmxCapabilities::read`] never does that).
+        fn read_msr(&self, msr: u32) -> u64 {
+            self.get(msr).unwrap_or(0)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::msr::*;
 
-    /// IA32_VMX_* values of a Skylake-class client processor (Core i7-6700), as published in
-    /// public MSR dumps; the secondary controls lack the newer bits, the EPT capabilities have
-    /// page-walk length 4, WB, 2 MiB/1 GiB pages, INVEPT/INVVPID of all types and A/D flags.
+    /// The recorded Skylake-class snapshot; reading an MSR it lacks fails the test (on
+    /// hardware that read would #GP).
     fn skylake(msr: u32) -> u64 {
-        match msr {
-            IA32_FEATURE_CONTROL => 0x5,
-            IA32_VMX_BASIC => 0x00da_0400_0000_0004,
-            IA32_VMX_PINBASED_CTLS | IA32_VMX_TRUE_PINBASED_CTLS => 0x0000_007f_0000_0016,
-            IA32_VMX_PROCBASED_CTLS => 0xfff9_fffe_0401_e172,
-            IA32_VMX_TRUE_PROCBASED_CTLS => 0xfff9_fffe_0400_6172,
-            IA32_VMX_EXIT_CTLS => 0x01ff_ffff_0003_6dff,
-            IA32_VMX_TRUE_EXIT_CTLS => 0x01ff_ffff_0003_6dfb,
-            IA32_VMX_ENTRY_CTLS => 0x0003_ffff_0000_11ff,
-            IA32_VMX_TRUE_ENTRY_CTLS => 0x0003_ffff_0000_11fb,
-            IA32_VMX_MISC => 0x0000_0000_7004_c1e7,
-            IA32_VMX_CR0_FIXED0 => 0x8000_0021,
-            IA32_VMX_CR0_FIXED1 => 0xffff_ffff,
-            IA32_VMX_CR4_FIXED0 => 0x2000,
-            IA32_VMX_CR4_FIXED1 => 0x0037_67ff,
-            IA32_VMX_VMCS_ENUM => 0x2e,
-            IA32_VMX_PROCBASED_CTLS2 => 0x0053_7dff_0000_0000,
-            IA32_VMX_EPT_VPID_CAP => 0x0000_0f01_0673_4141,
-            IA32_VMX_VMFUNC => 0x1,
-            other => panic!("the snapshot must not read MSR {other:#x}"),
-        }
+        recorded::SKYLAKE_CLIENT
+            .get(msr)
+            .unwrap_or_else(|| panic!("the snapshot must not read MSR {msr:#x}"))
     }
 
     #[test]
