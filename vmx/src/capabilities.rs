@@ -675,7 +675,7 @@ impl fmt::Display for UnsupportedControls {
 impl core::error::Error for UnsupportedControls {}
 
 /// Recorded capability snapshots, for host tests and demonstrations of code that adjusts
-/// controls: a [`RecordedMsrs`] is an [`MsrRead`] over a fixed table.
+/// controls: a [`recorded::RecordedMsrs`] is an [`MsrRead`] over a fixed table.
 pub mod recorded {
     use crate::msr::*;
 
