@@ -68,3 +68,24 @@ fn smoke_svm_bochs() {
         Emulator::BOCHS_TRINITY,
     )));
 }
+
+/// The runner's failure path: an unknown case and a guest-visible exception must both come back
+/// as failed runs with the kernel's reason (these runs are expected to fail, so they print no
+/// summary line).
+#[test]
+fn failures_are_reported_qemu() {
+    let unknown = hvkit_e2e::run(&Case::new("no-such-case", Vendor::Svm, Emulator::Qemu));
+    assert!(!unknown.pass, "{}", unknown.report());
+    assert!(
+        unknown.reason.contains("FAIL unknown case"),
+        "{}",
+        unknown.report()
+    );
+    let exception = hvkit_e2e::run(&Case::new("exception", Vendor::Svm, Emulator::Qemu));
+    assert!(!exception.pass, "{}", exception.report());
+    assert!(
+        exception.reason.contains("FAIL exception: vector 6"),
+        "{}",
+        exception.report()
+    );
+}

@@ -299,3 +299,76 @@ unsafe extern "C" {
 pub fn tss_base() -> u64 {
     (&raw const boot_tss) as u64
 }
+
+/// The multiboot1 boot-loader magic in EAX (Multiboot 0.6.96 §3.2 "Machine state").
+pub const MULTIBOOT1_MAGIC: u32 = 0x2BAD_B002;
+/// The multiboot2 boot-loader magic in EAX (Multiboot2 §3.3 "I386 machine state").
+pub const MULTIBOOT2_MAGIC: u32 = 0x36D7_6289;
+
+/// The longest command line this kernel reads.
+const MAX_COMMAND_LINE: usize = 1024;
+
+/// Reads a NUL-terminated string at `addr` (at most [`MAX_COMMAND_LINE`] bytes).
+///
+/// # Safety
+/// - `addr` is identity-mapped memory the boot loader filled and nobody writes any more.
+unsafe fn c_string(addr: u64) -> &'static str {
+    let ptr = addr as *const u8;
+    let mut len = 0;
+    // SAFETY: the caller guarantees the bytes up to the terminator are readable.
+    while len < MAX_COMMAND_LINE && unsafe { ptr.add(len).read() } != 0 {
+        len += 1;
+    }
+    // SAFETY: the `len` bytes just read are readable and stay unchanged.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr, len) };
+    core::str::from_utf8(bytes).unwrap_or("")
+}
+
+/// Reads a `u32` at `addr`.
+///
+/// # Safety
+/// - `addr` is identity-mapped, 4-byte aligned memory that the boot loader filled.
+unsafe fn read_u32(addr: u64) -> u32 {
+    // SAFETY: forwarded to the caller.
+    unsafe { (addr as *const u32).read() }
+}
+
+/// The kernel command line from the multiboot information, or "" if the loader gave none.
+///
+/// Multiboot1: `flags` bit 2 says `cmdline` (offset 16) is valid (Multiboot 0.6.96 §3.3 "Boot
+/// information format"). Multiboot2: tag type 1 "Boot command line" in the tag list that starts
+/// 8 bytes into the information (Multiboot2 §3.6.3).
+pub fn command_line(magic: u32, info: u32) -> &'static str {
+    let info = u64::from(info);
+    match magic {
+        MULTIBOOT1_MAGIC => {
+            // SAFETY: QEMU/GRUB pass the information structure in EBX, below 4 GiB (mapped).
+            let flags = unsafe { read_u32(info) };
+            if flags & (1 << 2) == 0 {
+                return "";
+            }
+            // SAFETY: as above; `cmdline` is valid because flags bit 2 is set.
+            unsafe { c_string(u64::from(read_u32(info + 16))) }
+        }
+        MULTIBOOT2_MAGIC => {
+            // SAFETY: GRUB passes the 8-byte aligned information in EBX, below 4 GiB (mapped).
+            let total = u64::from(unsafe { read_u32(info) });
+            let mut tag = info + 8;
+            while tag + 8 <= info + total {
+                // SAFETY: a tag header inside the information's `total_size`.
+                let (kind, size) = unsafe { (read_u32(tag), read_u32(tag + 4)) };
+                match kind {
+                    0 => break,
+                    // SAFETY: a command-line tag holds a NUL-terminated string after its header.
+                    1 => return unsafe { c_string(tag + 8) },
+                    _ => tag += (u64::from(size) + 7) & !7,
+                }
+                if size < 8 {
+                    break;
+                }
+            }
+            ""
+        }
+        _ => "",
+    }
+}

@@ -41,22 +41,45 @@ fn vendor() -> Vendor {
 extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     serial::init();
     let boot = match magic {
-        0x2BAD_B002 => "multiboot1",
-        0x36D7_6289 => "multiboot2",
+        boot::MULTIBOOT1_MAGIC => "multiboot1",
+        boot::MULTIBOOT2_MAGIC => "multiboot2",
         _ => "unknown loader",
     };
-    println!("hvkit-baremetal: booted by {boot} (info at {info:#x})");
+    let command_line = boot::command_line(magic, info);
+    println!("hvkit-baremetal: booted by {boot}, command line {command_line:?}");
+    let case = command_line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("case="))
+        .unwrap_or("smoke");
     let vmx = __cpuid(1).ecx & (1 << 5) != 0;
     let svm = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 2) != 0;
     let vendor = vendor();
     println!("cpu: {vendor:?}, vmx {vmx}, svm {svm}");
-    match vendor {
-        Vendor::Intel if vmx => vmx_smoke::run(),
-        Vendor::Amd if svm => svm_smoke::run(),
-        _ => {
+    match (case, vendor) {
+        ("smoke", Vendor::Intel) if vmx => vmx_smoke::run(),
+        ("smoke", Vendor::Amd) if svm => svm_smoke::run(),
+        // Proves the exception path: #UD must be reported over serial as a FAIL.
+        ("exception", _) => {
+            println!("executing UD2");
+            ud2()
+        }
+        ("smoke", _) => {
             println!("FAIL no supported virtualization extension");
             serial::finish(false, 0)
         }
+        _ => {
+            println!("FAIL unknown case {case:?}");
+            serial::finish(false, 0)
+        }
+    }
+}
+
+/// Raises #UD.
+fn ud2() -> ! {
+    // SAFETY: UD2 only raises #UD, which the IDT reports before ending the run.
+    #[expect(unsafe_code, reason = "a deliberate invalid opcode")]
+    unsafe {
+        core::arch::asm!("ud2", options(noreturn))
     }
 }
 
