@@ -14,12 +14,34 @@ fn finish(outcome: &Outcome) {
     assert!(outcome.pass, "{}", outcome.report());
 }
 
-/// The `msr <number> <value>` lines of a serial log or fixture (comments skipped).
-fn msr_lines(text: &str) -> Vec<&str> {
+/// The lines starting with `prefix` (`msr `, `cpuid `) of a serial log or fixture.
+fn lines_with<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines()
         .map(str::trim)
-        .filter(|l| l.starts_with("msr "))
+        .filter(|l| l.starts_with(prefix))
         .collect()
+}
+
+/// Fails `outcome` unless the `prefix` lines the kernel printed equal those of `fixture`
+/// (a file in `tests/fixtures/`): the emulator still reports the recorded capabilities.
+fn compare_with_fixture(outcome: &mut Outcome, prefix: &str, fixture: &str) {
+    let path = hvkit_e2e::workspace_root()
+        .join("tests/fixtures")
+        .join(fixture);
+    let expected = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) => return outcome.fail(format!("reading {}: {e}", path.display())),
+    };
+    let seen = lines_with(&outcome.serial_text, prefix);
+    let expected = lines_with(&expected, prefix);
+    if outcome.pass && seen != expected {
+        let new: Vec<_> = seen.iter().filter(|l| !expected.contains(l)).collect();
+        let gone: Vec<_> = expected.iter().filter(|l| !seen.contains(l)).collect();
+        outcome.fail(format!(
+            "the emulator's capabilities differ from {}: now {new:?}, fixture {gone:?}",
+            path.display()
+        ));
+    }
 }
 
 /// VMX on Bochs (Skylake-X): capability snapshot, VMXON, VMCS instructions and their failure
@@ -27,22 +49,7 @@ fn msr_lines(text: &str) -> Vec<&str> {
 #[test]
 fn smoke_vmx_bochs() {
     let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_SKYLAKE));
-    let fixture = hvkit_e2e::workspace_root().join("tests/fixtures/bochs-corei7_skylake_x.msrs");
-    match fs::read_to_string(&fixture) {
-        Ok(expected) => {
-            let seen = msr_lines(&outcome.serial_text);
-            let expected = msr_lines(&expected);
-            if outcome.pass && seen != expected {
-                let new: Vec<_> = seen.iter().filter(|l| !expected.contains(l)).collect();
-                let gone: Vec<_> = expected.iter().filter(|l| !seen.contains(l)).collect();
-                outcome.fail(format!(
-                    "the capability MSRs differ from {}: now {new:?}, fixture {gone:?}",
-                    fixture.display()
-                ));
-            }
-        }
-        Err(e) => outcome.fail(format!("reading {}: {e}", fixture.display())),
-    }
+    compare_with_fixture(&mut outcome, "msr ", "bochs-corei7_skylake_x.msrs");
     finish(&outcome);
 }
 
@@ -51,22 +58,18 @@ fn smoke_vmx_bochs() {
 /// (instructions skipped by their fixed lengths).
 #[test]
 fn smoke_svm_qemu() {
-    finish(&hvkit_e2e::run(&Case::new(
-        "smoke",
-        Vendor::Svm,
-        Emulator::Qemu,
-    )));
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Svm, Emulator::Qemu));
+    compare_with_fixture(&mut outcome, "cpuid ", "qemu-tcg-max.cpuid");
+    finish(&outcome);
 }
 
 /// The same SVM case on Bochs's Trinity APU model (NPT and NRIP save: the exits' nRIP is
 /// checked against the instruction lengths).
 #[test]
 fn smoke_svm_bochs() {
-    finish(&hvkit_e2e::run(&Case::new(
-        "smoke",
-        Vendor::Svm,
-        Emulator::BOCHS_TRINITY,
-    )));
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Svm, Emulator::BOCHS_TRINITY));
+    compare_with_fixture(&mut outcome, "cpuid ", "bochs-trinity_apu.cpuid");
+    finish(&outcome);
 }
 
 /// The runner's failure path: an unknown case and a guest-visible exception must both come back

@@ -164,15 +164,25 @@ unsafe fn world_switch(
 pub fn run() -> ! {
     let cpuid = HardwareCpuid;
     let leaf = __cpuid(0x8000_000A);
-    let caps = HostCapabilities::from_cpuid(
-        [leaf.eax, leaf.ebx, leaf.ecx, leaf.edx],
-        __cpuid(0x8000_0008).eax,
-        __cpuid(0x8000_0001).edx,
-    );
+    let sizes = __cpuid(0x8000_0008);
+    let ext = __cpuid(0x8000_0001);
+    // The raw values, for the e2e fixture (`cpuid <leaf> <eax> <ebx> <ecx> <edx>`).
+    for (number, r) in [
+        (0x8000_0001u32, ext),
+        (0x8000_0008, sizes),
+        (0x8000_000A, leaf),
+    ] {
+        println!(
+            "cpuid {number:#x} {:#010x} {:#010x} {:#010x} {:#010x}",
+            r.eax, r.ebx, r.ecx, r.edx
+        );
+    }
+    let caps =
+        HostCapabilities::from_cpuid([leaf.eax, leaf.ebx, leaf.ecx, leaf.edx], sizes.eax, ext.edx);
     println!("caps {caps:#x?}");
     let nested = caps.svm.has(SvmFeatureFlags::NESTED_PAGING);
     let nrip = caps.svm.has(SvmFeatureFlags::NRIP_SAVE);
-    let gigabyte_pages = __cpuid(0x8000_0001).edx & (1 << 26) != 0;
+    let gigabyte_pages = ext.edx & (1 << 26) != 0;
 
     let (Some(hsave), Some(guest), Some(host), Some(iopm), Some(msrpm)) = (
         HOST_SAVE_AREA.take(),
