@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hvkit_vmx::capabilities::{AdjustedControls, ControlsRequest, EptVpidCap, VmxCapabilities};
 use hvkit_vmx::controls::{EntryControls, ExitControls, SecondaryControls};
-use hvkit_vmx::enable::{self, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
+use hvkit_vmx::enable::{self, EnableError, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
 use hvkit_vmx::exit::{BasicExitReason, ExitReason};
 use hvkit_vmx::fields::{self, VmcsField, WritableField, control, exit_info, guest, host};
 use hvkit_vmx::instructions::{self as vmx, InveptType, InvvpidType};
@@ -207,7 +207,9 @@ unsafe extern "C" {
 static vmx_guest_marker: AtomicU64 = AtomicU64::new(0);
 
 static VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
+static SECOND_VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static VMCS_REGION: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
+static WRONG_REVISION_VMCS: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
 static EPT_PML4: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
 static EPT_PDPT: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
 static EPT_PD: TakeOnce<[Page; 4]> = TakeOnce::new([const { Page::zeroed() }; 4]);
@@ -215,14 +217,18 @@ static EPT_PD: TakeOnce<[Page; 4]> = TakeOnce::new([const { Page::zeroed() }; 4]
 /// What the exit handler needs from the launch code.
 struct State {
     on: Option<VmxOn>,
+    /// VM exits from the running guest (entry failures not counted).
     exits: u64,
     cpuid_exits: u64,
+    /// The next VM entry is meant to fail on invalid guest state (RFLAGS bit 1 clear).
+    expect_entry_failure: bool,
 }
 
 static STATE: SpinLock<State> = SpinLock::new(State {
     on: None,
     exits: 0,
     cpuid_exits: 0,
+    expect_entry_failure: false,
 });
 
 /// Ends the run with a failure line.
@@ -341,7 +347,8 @@ pub fn run() -> ! {
     vmcs_page.0[0] = u64::from(revision);
     let vmcs_phys = vmcs_page.phys();
     let vmcs_frame = frame(vmcs_phys);
-    instruction_checks(vmcs_frame, caps);
+    instruction_checks(vmcs_frame, region_phys, revision, caps);
+    enable_twice(&mut cpu);
 
     // From here on the VMCS stays current until VMXOFF: typed access through `CurrentVmcs`.
     // SAFETY: VMX root operation; `instruction_checks` left this VMCS current.
@@ -406,26 +413,77 @@ pub fn run() -> ! {
         failed == VmFail::Valid(VmInstructionError::VMRESUME_NON_LAUNCHED_VMCS),
         format_args!("{failed:?}"),
     );
+    // A host TR selector of 0 is invalid host state (SDM 27.2.3): error 8.
+    write(&mut vmcs, host::TR_SELECTOR, 0);
+    // SAFETY: the host-state check fails before anything is entered.
+    let failed = unsafe { vmx::vmlaunch() };
+    check(
+        "vmlaunch with host TR selector 0",
+        failed == VmFail::Valid(VmInstructionError::ENTRY_INVALID_HOST_STATE_FIELD),
+        format_args!("{failed:?}"),
+    );
+    write(&mut vmcs, host::TR_SELECTOR, selectors::TSS);
     invalidation_checks(ept_caps, use_ept.then_some(eptp), use_vpid);
 
+    // Guest RFLAGS bit 1 clear is invalid guest state (SDM 27.3.1.4): the entry fails as a VM
+    // exit with reason 33 | 1 << 31 at host RIP, whose handler repairs RFLAGS and launches again.
+    write(&mut vmcs, guest::RFLAGS, 0);
+    STATE.with(|s| s.expect_entry_failure = true);
+    launch(vmcs)
+}
+
+/// VMLAUNCH of the current VMCS; never returns (the guest's exits arrive at `vmx_exit_entry`).
+/// Takes the `CurrentVmcs` so that no caller keeps using it across the launch.
+fn launch(vmcs: CurrentVmcs) -> ! {
     println!(
         "launching the guest at {:#x}",
         // SAFETY: only the symbol's address is taken.
         sym(unsafe { &vmx_guest_entry })
     );
-    // SAFETY: the VMCS is complete and valid (see `fill_vmcs`); a successful launch continues
-    // at `vmx_exit_entry`, which never returns here. Everything it references is static.
+    // SAFETY: the VMCS is complete (see `fill_vmcs`); a launch continues at `vmx_exit_entry`
+    // (also when it fails on guest state), which never returns here. Everything it references
+    // is static.
     let failed = unsafe { vmx::vmlaunch() };
-    let error = read(&vmcs, exit_info::VM_INSTRUCTION_ERROR);
+    let error = vmcs.read(exit_info::VM_INSTRUCTION_ERROR);
     fail(
         "vmlaunch",
-        format_args!("{failed:?} (VM-instruction error {error})"),
+        format_args!("{failed:?} (VM-instruction error {error:?})"),
     )
+}
+
+/// `enable` on a processor already in VMX root operation: VMXON fails with error 15 and CR4.VMXE
+/// (which `enable` did not set this time) stays set.
+fn enable_twice(cpu: &mut HardwareCpu) {
+    let Some(second) = SECOND_VMXON_REGION.take() else {
+        fail("second vmxon region", format_args!("taken twice"))
+    };
+    let second_phys = frame(core::ptr::from_ref(second) as u64);
+    let (cr0, cr4) = (cpu.cr0(), cpu.cr4());
+    // SAFETY: ring 0 on the only CPU; the region is a static page never used otherwise. VMX is
+    // already on, so VMXON fails without changing state (SDM 31.3 "VMXON"), and `enable` then
+    // restores CR0/CR4 only if it changed them.
+    let again = unsafe { enable::enable(cpu, second, second_phys, SmxMode::Outside) };
+    check(
+        "enable while in VMX root operation",
+        matches!(
+            again,
+            Err(EnableError::Vmxon(VmFail::Valid(
+                VmInstructionError::VMXON_IN_VMX_ROOT
+            )))
+        ) && cpu.cr0() == cr0
+            && cpu.cr4() == cr4,
+        format_args!("{again:?}, CR0 {:#x}, CR4 {:#x}", cpu.cr0(), cpu.cr4()),
+    );
 }
 
 /// VMCLEAR, VMPTRLD, VMPTRST, raw VMREAD/VMWRITE and their failure modes. Leaves the VMCS at
 /// `vmcs` current.
-fn instruction_checks(vmcs: PhysFrame<Size4KiB>, caps: VmxCapabilities) {
+fn instruction_checks(
+    vmcs: PhysFrame<Size4KiB>,
+    vmxon: PhysFrame<Size4KiB>,
+    revision: u32,
+    caps: VmxCapabilities,
+) {
     let vmcs_phys = vmcs.start_address();
     // SAFETY: VMX root operation; the VMCS region is a static page with the revision id.
     let cleared = unsafe { vmx::vmclear(vmcs) };
@@ -439,6 +497,30 @@ fn instruction_checks(vmcs: PhysFrame<Size4KiB>, caps: VmxCapabilities) {
         "vmptrst",
         current == Some(vmcs_phys),
         format_args!("{current:?}, loaded {vmcs_phys:?}"),
+    );
+
+    // The VMXON region is not a VMCS; a VMCS needs this processor's revision identifier.
+    // SAFETY: VMX root operation; VMPTRLD and VMCLEAR refuse the VMXON pointer.
+    let (ptrld, clear) = unsafe { (vmx::vmptrld(vmxon), vmx::vmclear(vmxon)) };
+    check(
+        "vmptrld/vmclear of the VMXON region",
+        is_error(ptrld, VmInstructionError::VMPTRLD_VMXON_POINTER)
+            && is_error(clear, VmInstructionError::VMCLEAR_VMXON_POINTER),
+        format_args!("{ptrld:?}, {clear:?}"),
+    );
+    let Some(wrong) = WRONG_REVISION_VMCS.take() else {
+        fail("wrong-revision page", format_args!("taken twice"))
+    };
+    wrong.0[0] = u64::from(revision ^ 1);
+    // SAFETY: VMX root operation; VMPTRLD refuses a region with another revision identifier.
+    let ptrld = unsafe { vmx::vmptrld(frame(wrong.phys())) };
+    // SAFETY: VMX root operation.
+    let current = unsafe { vmx::vmptrst() };
+    check(
+        "vmptrld with a wrong revision identifier",
+        is_error(ptrld, VmInstructionError::VMPTRLD_INCORRECT_REVISION)
+            && current == Some(vmcs_phys),
+        format_args!("{ptrld:?}, current VMCS still {current:?}"),
     );
 
     // Raw round trips of one field of each width (guest-state fields, rewritten before entry).
@@ -911,11 +993,22 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
     // SAFETY: a VM exit leaves the processor in VMX root operation with the guest's VMCS current;
     // this value is gone before `finish_vmx` leaves VMX operation.
     let mut vmcs = unsafe { current_vmcs() };
+    let reason = ExitReason(read(&vmcs, exit_info::EXIT_REASON));
+    if reason.is_entry_failure() && STATE.with(|s| core::mem::take(&mut s.expect_entry_failure)) {
+        let qualification = read(&vmcs, exit_info::EXIT_QUALIFICATION);
+        check(
+            "entry failure on invalid guest state",
+            reason.basic() == BasicExitReason::ENTRY_FAILURE_INVALID_GUEST_STATE
+                && qualification == 0,
+            format_args!("{reason:?}, qualification {qualification:#x}"),
+        );
+        write(&mut vmcs, guest::RFLAGS, 0x2);
+        launch(vmcs);
+    }
     let exits = STATE.with(|s| {
         s.exits += 1;
         s.exits
     });
-    let reason = ExitReason(read(&vmcs, exit_info::EXIT_REASON));
     let rip = read(&vmcs, guest::RIP);
     let length = u64::from(read(&vmcs, exit_info::VM_EXIT_INSTRUCTION_LENGTH));
     println!(
@@ -935,6 +1028,13 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
     match reason.basic() {
         BasicExitReason::CPUID => {
             check("cpuid exit length", length == 2, format_args!("{length}"));
+            // SAFETY: the VMCS is launched now, so VMLAUNCH fails (error 4) without an entry.
+            let failed = unsafe { vmx::vmlaunch() };
+            check(
+                "vmlaunch of a launched VMCS",
+                failed == VmFail::Valid(VmInstructionError::VMLAUNCH_NON_CLEAR_VMCS),
+                format_args!("{failed:?}"),
+            );
             let (leaf, subleaf) = (regs.rax as u32, regs.rcx as u32);
             if leaf == HV_LEAF {
                 let word = |i: usize| {
