@@ -154,6 +154,17 @@ impl HostArena {
         self.release(frame);
     }
 
+    /// Marks every frame free (for tables some other code built in the arena and will not free,
+    /// such as a peer library in a benchmark).
+    pub fn reset(&self) {
+        let mut st = self.state.borrow_mut();
+        st.frees += st.live_count as u64;
+        st.live.iter_mut().for_each(|l| *l = false);
+        st.live_count = 0;
+        // Every frame handed out so far becomes reusable (and is zeroed when handed out again).
+        st.free = (0..st.next).rev().collect();
+    }
+
     fn index(&self, addr: u64) -> Option<usize> {
         let off = addr.checked_sub(self.base)?;
         let idx = usize::try_from(off / FRAME as u64).ok()?;
@@ -206,7 +217,7 @@ impl Drop for HostArena {
 // SAFETY: `frame_ptr` returns a pointer into the arena's own allocation at a 4 KiB-aligned offset;
 // frames are disjoint, stable, and only reached through raw pointers. Foreign addresses panic.
 unsafe impl TableMemory for HostArena {
-    #[inline]
+    #[inline(always)]
     fn frame_ptr(&self, frame: HostPhysAddr) -> NonNull<u8> {
         let off = frame.as_u64().wrapping_sub(self.base);
         if off >= self.len_bytes() {

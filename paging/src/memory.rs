@@ -37,7 +37,7 @@ pub unsafe trait TableMemory {
 
 // SAFETY: a shared reference forwards to the same implementation, which keeps its promises.
 unsafe impl<T: TableMemory + ?Sized> TableMemory for &T {
-    #[inline]
+    #[inline(always)]
     fn frame_ptr(&self, frame: HostPhysAddr) -> NonNull<u8> {
         (**self).frame_ptr(frame)
     }
@@ -79,7 +79,7 @@ unsafe impl<T: FrameAllocator + ?Sized> FrameAllocator for &mut T {
 
 // SAFETY: a mutable reference forwards to the same implementation.
 unsafe impl<T: TableMemory + ?Sized> TableMemory for &mut T {
-    #[inline]
+    #[inline(always)]
     fn frame_ptr(&self, frame: HostPhysAddr) -> NonNull<u8> {
         (**self).frame_ptr(frame)
     }

@@ -141,6 +141,9 @@ pub struct PageTable<
     ctx: C,
     root: HostPhysAddr,
     cfg: TableConfig,
+    /// The last page table (level 1) a single-page map wrote to, keyed by `va >> shift(2)`: a
+    /// one-entry software TLB for runs of single-page maps. Cleared by every other mutation.
+    last_pt: Option<(u64, HostPhysAddr)>,
     _p: PhantomData<(F, I, O)>,
 }
 
@@ -165,6 +168,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
             ctx,
             root: HostPhysAddr::ZERO,
             cfg,
+            last_pt: None,
             _p: PhantomData,
         };
         me.cfg.large_pages |= me.cfg.huge_pages;
@@ -358,6 +362,11 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
         let (start, end) = self.input_range(virt.to_u64(), len)?;
         let pa = phys.to_u64();
         self.output_range(pa, len)?;
+        if len == 0x1000 {
+            self.map_one_4k(start, pa, &attrs)?;
+            return Ok(self.flush(virt.to_u64(), len));
+        }
+        self.last_pt = None;
         let mut done = start;
         let root = self.root;
         let top = self.top();
@@ -374,6 +383,58 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
                 Err(e)
             }
         }
+    }
+
+    /// The single-page case without recursion: one descent, creating tables on the way. On failure
+    /// the tables this call created (all on the path, all empty) are unlinked and freed.
+    #[inline(always)]
+    fn map_one_4k(&mut self, va: u64, pa: u64, attrs: &F::Attrs) -> Result<(), MapError> {
+        let key = va >> Self::shift(2);
+        if let Some((k, pt)) = self.last_pt {
+            if k == key {
+                let i = self.index(1, va);
+                if F::decode(self.read(pt, i), 1) != Entry::Absent {
+                    return Err(MapError::Overlap(self.external(va)));
+                }
+                self.write(pt, i, F::leaf(pa, attrs, 1));
+                return Ok(());
+            }
+        }
+        let mut created = [(HostPhysAddr::ZERO, 0usize, HostPhysAddr::ZERO); 4];
+        let mut n = 0;
+        let mut table = self.root;
+        let mut level = self.top();
+        let err = loop {
+            let i = self.index(level, va);
+            let raw = self.read(table, i);
+            if level == 1 {
+                if F::decode(raw, 1) != Entry::Absent {
+                    break MapError::Overlap(self.external(va));
+                }
+                self.write(table, i, F::leaf(pa, attrs, 1));
+                self.last_pt = Some((key, table));
+                return Ok(());
+            }
+            match F::decode(raw, level) {
+                Entry::Table(t) => table = HostPhysAddr::new_truncate(t),
+                Entry::Absent => match self.new_table() {
+                    Ok(t) => {
+                        self.write(table, i, F::table(t.as_u64(), level));
+                        created[n] = (table, i, t);
+                        n += 1;
+                        table = t;
+                    }
+                    Err(e) => break e,
+                },
+                Entry::Leaf(..) => break MapError::Overlap(self.external(va)),
+            }
+            level -= 1;
+        };
+        for &(parent, i, t) in created[..n].iter().rev() {
+            self.write(parent, i, 0);
+            raw::free_frame(&mut self.ctx, t);
+        }
+        Err(err)
     }
 
     fn map_level(
@@ -610,6 +671,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     /// Misalignment or reach errors, or [`MapError::OutOfFrames`] if a split cannot get a frame; the
     /// table is then unchanged.
     pub fn unmap(&mut self, virt: I, len: u64) -> Result<Flush, MapError> {
+        self.last_pt = None;
         let (start, end) = self.input_range(virt.to_u64(), len)?;
         self.split_bounds([start, end])?;
         let (root, top) = (self.root, self.top());
@@ -635,6 +697,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     /// [`MapError::NotMapped`] for a hole, invalid attributes, misalignment or reach errors, or
     /// [`MapError::OutOfFrames`]; the table is then unchanged.
     pub fn protect(&mut self, virt: I, len: u64, attrs: F::Attrs) -> Result<Flush, MapError> {
+        self.last_pt = None;
         F::check_attrs(&attrs).map_err(MapError::InvalidAttributes)?;
         let (start, end) = self.input_range(virt.to_u64(), len)?;
         if let Some(hole) = self.first_hole(start, end) {
@@ -661,6 +724,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     /// # Errors
     /// Misalignment or reach errors.
     pub fn merge(&mut self, virt: I, len: u64) -> Result<(Flush, usize), MapError> {
+        self.last_pt = None;
         let (start, end) = self.input_range(virt.to_u64(), len)?;
         let (root, top) = (self.root, self.top());
         let n = self.merge_level(root, top, start, end);
