@@ -5,6 +5,7 @@
 #![no_main]
 
 mod boot;
+mod frames;
 mod serial;
 mod svm_smoke;
 mod sync;

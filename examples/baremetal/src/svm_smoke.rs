@@ -14,6 +14,7 @@ use core::arch::global_asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hvkit_paging::{GuestPhysAddr, HostPhysAddr, NptCapabilities, NptTable, X86Attrs};
 use hvkit_svm::check::{Rule, check_vmcb};
 use hvkit_svm::enable::{SvmMsrs, disable_svm, enable_svm};
 use hvkit_svm::exit::ExitCode;
@@ -27,8 +28,10 @@ use hvkit_svm::vmcb::{Intercepts, NestedControl, Vmcb};
 use hvkit_svm::{Iopm, Msrpm};
 use x86_64::PhysAddr;
 use x86_64::instructions::tables;
+use x86_64::structures::paging::PageTableFlags;
 
 use crate::boot::selectors;
+use crate::frames::FramePool;
 use crate::println;
 use crate::serial;
 use crate::sync::{Page, TakeOnce};
@@ -41,13 +44,6 @@ const GUEST_MARKER: u64 = 0x600D_F00D_0000_0002;
 /// Instruction lengths for CPUs without NRIP save (QEMU TCG): CPUID is 0F A2, VMMCALL 0F 01 D9.
 const CPUID_LENGTH: u64 = 2;
 const VMMCALL_LENGTH: u64 = 3;
-
-/// Nested page table entry bits: the host's own x86-64 format (APM 15.25.5 "Nested Table Walk":
-/// nested walks are user accesses, so U/S must be set at every level).
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const HUGE: u64 = 1 << 7;
 
 /// An illegal-VMCB case: name, the `check_vmcb` rule, the setter and value that break the VMCB,
 /// and whether every emulator is known to refuse it.
@@ -97,9 +93,8 @@ static GUEST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
 static HOST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
 static IOPM: TakeOnce<Iopm> = TakeOnce::new(Iopm::intercept_none());
 static MSRPM: TakeOnce<Msrpm> = TakeOnce::new(Msrpm::intercept_none());
-static NPT_PML4: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-static NPT_PDPT: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-static NPT_PD: TakeOnce<[Page; 4]> = TakeOnce::new([const { Page::zeroed() }; 4]);
+/// Frames for the nested page table that hvkit-paging builds.
+static NPT_FRAMES: TakeOnce<[Page; 8]> = TakeOnce::new([const { Page::zeroed() }; 8]);
 
 fn fail(what: &str, exits: u64, detail: core::fmt::Arguments<'_>) -> ! {
     println!("FAIL {what}: {detail}");
@@ -118,29 +113,46 @@ fn addr<T>(r: &T) -> u64 {
     core::ptr::from_ref(r) as u64
 }
 
-/// Builds an identity nested page table of the low 4 GiB and returns its root.
-fn build_npt(gigabyte_pages: bool) -> u64 {
-    let (Some(pml4), Some(pdpt), Some(pds)) = (NPT_PML4.take(), NPT_PDPT.take(), NPT_PD.take())
-    else {
-        fail("npt", 0, format_args!("tables taken twice"))
+/// Builds an identity nested page table of the low 4 GiB with hvkit-paging (U/S set at every
+/// level, as nested walks are user accesses: APM 15.25.5) and returns it with its nCR3.
+fn build_npt(caps: &NptCapabilities) -> (NptTable<FramePool>, u64) {
+    let Some(pages) = NPT_FRAMES.take() else {
+        fail("npt", 0, format_args!("frames taken twice"))
     };
-    let table = PRESENT | WRITABLE | USER;
-    pml4.0[0] = pdpt.phys() | table;
-    if gigabyte_pages {
-        for (i, entry) in pdpt.0.iter_mut().take(4).enumerate() {
-            *entry = ((i as u64) << 30) | table | HUGE;
-        }
-        println!("ok npt: 1:1 map of 0..4 GiB with 1 GiB pages");
-    } else {
-        for (i, pd) in pds.iter_mut().enumerate() {
-            pdpt.0[i] = pd.phys() | table;
-            for (j, entry) in pd.0.iter_mut().enumerate() {
-                *entry = (((i * 512 + j) as u64) << 21) | table | HUGE;
-            }
-        }
-        println!("ok npt: 1:1 map of 0..4 GiB with 2 MiB pages");
+    let config = match caps.table_config() {
+        Ok(config) => config,
+        Err(e) => fail("npt config", 0, format_args!("{e}")),
+    };
+    let mut npt = match NptTable::new(FramePool::new(pages), config) {
+        Ok(table) => table,
+        Err(e) => fail("npt root", 0, format_args!("{e}")),
+    };
+    let rw_user = X86Attrs::new(
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE,
+    );
+    match npt.map(GuestPhysAddr::ZERO, HostPhysAddr::ZERO, 4 << 30, rw_user) {
+        // No VMCB refers to the table yet, so there is nothing stale to invalidate.
+        Ok(flush) => flush.ignore(),
+        Err(e) => fail("npt map", 0, format_args!("{e}")),
     }
-    pml4.phys()
+    let probe = 0x0012_3456;
+    let translated = npt.translate_addr(GuestPhysAddr::new_truncate(probe));
+    check(
+        "npt translate",
+        translated == Some(HostPhysAddr::new_truncate(probe)),
+        0,
+        format_args!("{probe:#x} -> {translated:?}"),
+    );
+    let ncr3 = match caps.ncr3(npt.root(), config.levels) {
+        Ok(ncr3) => ncr3,
+        Err(e) => fail("ncr3", 0, format_args!("{e}")),
+    };
+    println!(
+        "ok npt (hvkit-paging): 1:1 map of 0..4 GiB in {} table frames, nCR3 {:#x}",
+        npt.table_frames(),
+        ncr3.0
+    );
+    (npt, ncr3.0)
 }
 
 /// One world switch: host state out, guest in, VMRUN, and back.
@@ -250,11 +262,18 @@ pub fn run() -> ! {
     guest.set_iopm_base_pa(PhysAddr::new(addr(iopm)));
     guest.set_msrpm_base_pa(PhysAddr::new(addr(msrpm)));
     guest.set_guest_asid(1);
-    if nested {
-        let root = build_npt(gigabyte_pages);
+    // The nested table lives as long as this function, which never returns.
+    let _npt = nested.then(|| {
+        let (table, ncr3) = build_npt(&NptCapabilities {
+            nested_paging: true,
+            host_la57: false,
+            pages_1g: gigabyte_pages,
+            phys_bits: (sizes.eax & 0xFF) as u8,
+        });
         guest.set_nested_control(NestedControl::NP_ENABLE);
-        guest.set_nested_cr3(PhysAddr::new(root));
-    }
+        guest.set_nested_cr3(PhysAddr::new(ncr3));
+        table
+    });
     guest.mark_all_dirty();
 
     let violations = check_vmcb(guest, &caps);

@@ -12,9 +12,10 @@
 #![expect(unsafe_code, reason = "the case drives VMX directly")]
 
 use core::arch::global_asm;
-use core::arch::x86_64::__cpuid_count;
+use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use hvkit_paging::{EptAttrs, EptCapabilities, EptTable, GuestPhysAddr, HostPhysAddr, MemoryType};
 use hvkit_vmx::capabilities::{AdjustedControls, ControlsRequest, EptVpidCap, VmxCapabilities};
 use hvkit_vmx::controls::{EntryControls, ExitControls, SecondaryControls};
 use hvkit_vmx::enable::{self, EnableError, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
@@ -27,6 +28,7 @@ use x86_64::structures::paging::{PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, instructions::tables};
 
 use crate::boot::{self, selectors};
+use crate::frames::FramePool;
 use crate::println;
 use crate::serial;
 use crate::sync::{Page, SpinLock, TakeOnce};
@@ -79,22 +81,6 @@ mod access_rights {
     pub const TSS: u32 = TSS_BUSY_64 | PRESENT;
     /// An unusable segment (the LDTR here).
     pub const UNUSABLE_SEGMENT: u32 = UNUSABLE;
-}
-
-/// EPT entry bits (SDM Vol. 3C, 29.3.2 "EPT Translation Mechanism", Tables 29-1 to 29-6) and the
-/// EPTP format (25.6.11 "Extended-Page-Table Pointer (EPTP)").
-mod ept {
-    pub const READ: u64 = 1 << 0;
-    pub const WRITE: u64 = 1 << 1;
-    pub const EXECUTE: u64 = 1 << 2;
-    /// Bits 5:3 of a leaf: memory type 6 (write-back).
-    pub const LEAF_WB: u64 = 6 << 3;
-    /// Bit 7: the entry maps a page.
-    pub const PAGE: u64 = 1 << 7;
-    /// EPTP bits 2:0: memory type of the paging structures, 6 = write-back.
-    pub const EPTP_WB: u64 = 6;
-    /// EPTP bits 5:3: page-walk length minus one.
-    pub const EPTP_WALK_4: u64 = 3 << 3;
 }
 
 /// The guest registers the exit stub saves on the host stack, in push order reversed.
@@ -210,9 +196,8 @@ static VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static SECOND_VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static VMCS_REGION: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
 static WRONG_REVISION_VMCS: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-static EPT_PML4: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-static EPT_PDPT: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-static EPT_PD: TakeOnce<[Page; 4]> = TakeOnce::new([const { Page::zeroed() }; 4]);
+/// Frames for the EPT that hvkit-paging builds.
+static EPT_FRAMES: TakeOnce<[Page; 8]> = TakeOnce::new([const { Page::zeroed() }; 8]);
 
 /// What the exit handler needs from the launch code.
 struct State {
@@ -386,7 +371,13 @@ pub fn run() -> ! {
     };
     println!("ok controls: ept {use_ept}, vpid {use_vpid}, load EFER {load_efer}: {controls:#x?}");
 
-    let eptp = if use_ept { build_ept(ept_caps) } else { 0 };
+    // The EPT lives as long as this function, which never returns.
+    let (_ept, eptp) = if use_ept {
+        let (table, eptp) = build_ept(ept_caps);
+        (Some(table), eptp)
+    } else {
+        (None, 0)
+    };
     let host = HostState::current(&cpu);
     fill_vmcs(&mut vmcs, &controls, &host, eptp, use_vpid);
 
@@ -743,30 +734,56 @@ fn invalid_pin_based(caps: &VmxCapabilities) -> Option<u32> {
     (forbidden != 0).then(|| caps.pin_based.must_be_one | (1 << forbidden.trailing_zeros()))
 }
 
-/// Builds an identity EPT of the low 4 GiB (1 GiB pages when offered, else 2 MiB) and returns the
+/// Builds an identity EPT of the low 4 GiB with hvkit-paging (the largest pages the
+/// capabilities allow, write-back, accessed/dirty flags when offered) and returns it with its
 /// EPTP.
-fn build_ept(caps: EptVpidCap) -> u64 {
-    let (Some(pml4), Some(pdpt), Some(pds)) = (EPT_PML4.take(), EPT_PDPT.take(), EPT_PD.take())
-    else {
-        fail("ept", format_args!("tables taken twice"))
+fn build_ept(caps: EptVpidCap) -> (EptTable<FramePool>, u64) {
+    let Some(pages) = EPT_FRAMES.take() else {
+        fail("ept", format_args!("frames taken twice"))
     };
-    let rwx = ept::READ | ept::WRITE | ept::EXECUTE;
-    pml4.0[0] = pdpt.phys() | rwx;
-    if caps.contains(EptVpidCap::PAGE_1G) {
-        for (i, entry) in pdpt.0.iter_mut().take(4).enumerate() {
-            *entry = ((i as u64) << 30) | rwx | ept::LEAF_WB | ept::PAGE;
-        }
-        println!("ok ept: 1:1 map of 0..4 GiB with 1 GiB pages");
-    } else {
-        for (i, pd) in pds.iter_mut().enumerate() {
-            pdpt.0[i] = pd.phys() | rwx;
-            for (j, entry) in pd.0.iter_mut().enumerate() {
-                *entry = (((i * 512 + j) as u64) << 21) | rwx | ept::LEAF_WB | ept::PAGE;
-            }
-        }
-        println!("ok ept: 1:1 map of 0..4 GiB with 2 MiB pages");
+    let phys_bits = (__cpuid(0x8000_0008).eax & 0xFF) as u8;
+    let ept_caps = EptCapabilities::from_msr(caps.bits());
+    let config = match ept_caps.table_config(4, phys_bits) {
+        Ok(config) => config,
+        Err(e) => fail("ept config", format_args!("{e}")),
+    };
+    let mut ept = match EptTable::new(FramePool::new(pages), config) {
+        Ok(table) => table,
+        Err(e) => fail("ept root", format_args!("{e}")),
+    };
+    match ept.map(
+        GuestPhysAddr::ZERO,
+        HostPhysAddr::ZERO,
+        4 << 30,
+        EptAttrs::RWX_WB,
+    ) {
+        // No EPTP refers to the table yet, so there is nothing stale to invalidate.
+        Ok(flush) => flush.ignore(),
+        Err(e) => fail("ept map", format_args!("{e}")),
     }
-    pml4.phys() | ept::EPTP_WALK_4 | ept::EPTP_WB
+    let probe = 0x0012_3456;
+    let translated = ept.translate_addr(GuestPhysAddr::new_truncate(probe));
+    check(
+        "ept translate",
+        translated == Some(HostPhysAddr::new_truncate(probe)),
+        format_args!("{probe:#x} -> {translated:?}"),
+    );
+    let eptp = match ept_caps.eptp(
+        ept.root(),
+        4,
+        MemoryType::WRITE_BACK,
+        ept_caps.accessed_dirty,
+    ) {
+        Ok(eptp) => eptp,
+        Err(e) => fail("eptp", format_args!("{e}")),
+    };
+    println!(
+        "ok ept (hvkit-paging): 1:1 map of 0..4 GiB in {} table frames, EPTP {:#x}, A/D {}",
+        ept.table_frames(),
+        eptp.0,
+        eptp.accessed_dirty()
+    );
+    (ept, eptp.0)
 }
 
 /// The host state: this CPU as it runs now.
