@@ -1,7 +1,20 @@
 //! hvkit-vcpu: one vCPU API over Intel VT-x and AMD-V.
-//!
-//! **Status: planned.** This crate is a placeholder in the workspace so that the layout in
-//! `DESIGN.md` is visible; it has no API yet. It will hold the `Platform` trait that host
-//! environments implement, a `Vcpu` that picks VMX or SVM from CPUID at run time, and the run loop
-//! with its common exits. Until then, use `hvkit-vmx` and `hvkit-svm` directly.
 #![cfg_attr(not(test), no_std)]
+
+#[cfg(feature = "host")]
+extern crate std;
+
+pub mod cpuid;
+pub mod exit;
+#[cfg(any(test, feature = "host"))]
+pub mod host;
+pub mod hypercall;
+pub mod memory;
+pub mod platform;
+pub mod regs;
+pub mod state;
+
+pub use cpuid::CpuidPolicy;
+pub use exit::{Exit, ExitKind, RawExit};
+pub use platform::{LogLevel, Platform};
+pub use regs::GuestRegisters;
