@@ -3,9 +3,9 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use hvkit_fuzz::reference_walker::{Outcome, Regs, walk};
+use hvkit_fuzz::reference_walker::{EptRef, Outcome, Regs, walk};
 use hvkit_paging::walk::{AccessKind, WalkFault};
-use hvkit_paging::{Access, GuestPagingState, GuestVirtAddr, HostArena, HostPhysAddr, Nested, PhysMemory, Walker};
+use hvkit_paging::{Access, Eptp, GuestPagingState, GuestVirtAddr, HostArena, HostPhysAddr, Nested, PhysMemory, Walker};
 use libfuzzer_sys::fuzz_target;
 
 const FRAMES: u64 = 16;
@@ -25,6 +25,10 @@ struct Input {
     implicit: bool,
     ac: bool,
     seed: u64,
+    /// Bit 0: EPT on; bit 1: EPT A/D; bit 2: mode-based execute; bit 3: advanced exit info;
+    /// bit 4: 5-level EPT.
+    ept: u8,
+    ept_root: u8,
     writes: Vec<(u8, u16, u64)>,
 }
 
@@ -42,7 +46,8 @@ fuzz_target!(|i: Input| {
     let mut s = i.seed | 1;
     for k in 0..FRAMES * 512 {
         let r = next(&mut s);
-        let flags = r & 0x1ff & if r >> 60 == 0 { 0x1fe } else { 0x1ff };
+        // Mostly present, sometimes not; bits 5:3 (EPT memory type) and 7 (PS) vary.
+        let flags = r & 0x7ff & if r >> 60 == 0 { 0x7fe } else { 0x7ff };
         let addr = base + ((r >> 9) % FRAMES) * 4096;
         let high = if r >> 58 == 1 { r & 0xfff0_0000_0000_0000 } else { r & (1 << 63) };
         let v = addr | flags | high | if (r >> 20) % 7 == 0 { 1 << 13 } else { 0 };
@@ -63,7 +68,13 @@ fuzz_target!(|i: Input| {
         gbpages: i.gbpages,
     };
     let kind = i.kind % 3;
-    let want = walk(&arena, &regs, i.va, kind, i.user, i.implicit, i.ac);
+    let ept = (i.ept & 1 == 1).then(|| EptRef {
+        eptp: base + u64::from(i.ept_root) % FRAMES * 4096 | 6 | if i.ept >> 4 & 1 == 1 { 4 << 3 } else { 3 << 3 }
+            | u64::from(i.ept >> 1 & 1) << 6,
+        mbec: i.ept >> 2 & 1 == 1,
+        advanced: i.ept >> 3 & 1 == 1,
+    });
+    let want = walk(&arena, ept.as_ref(), &regs, i.va, kind, i.user, i.implicit, i.ac);
     let st = GuestPagingState {
         cr0: regs.cr0,
         cr3: regs.cr3,
@@ -79,8 +90,14 @@ fuzz_target!(|i: Input| {
         implicit_supervisor: i.implicit,
         rflags_ac: i.ac,
     };
-    let got = match Walker::new(&arena, Nested::None).translate(&st, GuestVirtAddr::new(i.va), access) {
-        Ok(t) => Outcome::Ok { gpa: t.gpa.as_u64(), size: t.page_size.bytes(), global: t.global },
+    let nested = match ept {
+        None => Nested::None,
+        Some(e) => Nested::Ept { eptp: Eptp(e.eptp), mode_based_execute: e.mbec },
+    };
+    let mut walker = Walker::new(&arena, nested);
+    walker.advanced_exit_info = ept.is_some_and(|e| e.advanced);
+    let got = match walker.translate(&st, GuestVirtAddr::new(i.va), access) {
+        Ok(t) => Outcome::Ok { gpa: t.gpa.as_u64(), hpa: t.host_phys.as_u64(), size: t.page_size.bytes(), global: t.global },
         Err(WalkFault::PageFault { error_code, address }) => {
             assert_eq!(address.as_u64(), i.va);
             Outcome::PageFault(error_code.bits())
@@ -88,12 +105,12 @@ fuzz_target!(|i: Input| {
         Err(WalkFault::NonCanonical(_)) => Outcome::NonCanonical,
         Err(WalkFault::InvalidPdpte { index }) => Outcome::BadPdpte(index),
         Err(WalkFault::Memory(_)) => Outcome::Memory,
+        Err(WalkFault::EptViolation { qualification, gpa, gla }) => {
+            assert_eq!(gla, Some(GuestVirtAddr::new(i.va)));
+            Outcome::EptViolation { qual: qualification.bits(), gpa: gpa.as_u64() }
+        }
+        Err(WalkFault::EptMisconfig { gpa }) => Outcome::EptMisconfig(gpa.as_u64()),
         Err(other) => panic!("unexpected {other:?} without nested paging"),
-    };
-    // A guest PA beyond 52 bits cannot be represented; the walker truncates like the address type.
-    let want = match want {
-        Outcome::Ok { gpa, size, global } => Outcome::Ok { gpa: gpa & ((1 << 52) - 1), size, global },
-        o => o,
     };
     assert_eq!(got, want, "regs {regs:?} va {:#x} kind {kind}", i.va);
 });

@@ -6,8 +6,8 @@ use hvkit_paging::{HostArena, HostPhysAddr, PhysMemory};
 /// The outcome, in plain numbers.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum Outcome {
-    /// Translated: guest-physical address, page size in bytes, global.
-    Ok { gpa: u64, size: u64, global: bool },
+    /// Translated: guest-physical and host-physical address, page size in bytes, global.
+    Ok { gpa: u64, hpa: u64, size: u64, global: bool },
     /// #PF with this error code.
     PageFault(u64),
     /// #GP (non-canonical).
@@ -16,6 +16,92 @@ pub enum Outcome {
     BadPdpte(u8),
     /// Memory outside the arena.
     Memory,
+    /// EPT violation: qualification bits and guest-physical address.
+    EptViolation { qual: u64, gpa: u64 },
+    /// EPT misconfiguration at this guest-physical address.
+    EptMisconfig(u64),
+}
+
+/// The EPT in use, if any.
+#[derive(Debug, Clone, Copy)]
+pub struct EptRef {
+    pub eptp: u64,
+    pub mbec: bool,
+    pub advanced: bool,
+}
+
+/// One EPT translation (SDM Vol. 3C 29.3.2, 29.3.3), kind 0 read, 1 write, 2 fetch.
+/// `rights` = (user, writable, nx) of the linear address for final accesses.
+#[allow(clippy::too_many_arguments)]
+fn ept(
+    mem: &HostArena,
+    e: &EptRef,
+    gpa: u64,
+    kind: u8,
+    fin: bool,
+    pdpte: bool,
+    rights: (bool, bool, bool),
+) -> Result<(u64, u64), Outcome> {
+    let levels = (((e.eptp >> 3) & 7) + 1).clamp(4, 5) as u32;
+    let ad = bit(e.eptp, 6);
+    let kind = if !fin && ad && !pdpte { 1 } else { kind };
+    let mut and = 0x407u64;
+    let mut hit = None;
+    if gpa >> (12 + 9 * levels) == 0 {
+        let mut table = e.eptp & bits(51, 12);
+        for level in (1..=levels).rev() {
+            let shift = 12 + 9 * (level - 1);
+            let Ok(x) = mem.read_u64(HostPhysAddr::new_truncate(table + ((gpa >> shift) & 511) * 8)) else {
+                return Err(Outcome::Memory);
+            };
+            if x & 7 == 0 && !(e.mbec && bit(x, 10)) {
+                and = 0;
+                break;
+            }
+            if x & 3 == 2 || (level >= 4 && bit(x, 7)) {
+                return Err(Outcome::EptMisconfig(gpa));
+            }
+            and &= x & 0x407;
+            if level == 1 || (level <= 3 && bit(x, 7)) {
+                let mt = (x >> 3) & 7;
+                if mt == 2 || mt == 3 || mt == 7 || (level > 1 && x & bits(shift - 1, 12) != 0) {
+                    return Err(Outcome::EptMisconfig(gpa));
+                }
+                hit = Some(((x & bits(51, shift)) | (gpa & ((1 << shift) - 1)), 1u64 << shift));
+                break;
+            }
+            table = x & bits(51, 12);
+        }
+    } else {
+        and = 0;
+    }
+    let ok = hit.is_some()
+        && match kind {
+            0 => bit(and, 0),
+            1 => bit(and, 1),
+            _ => {
+                if e.mbec && rights.0 {
+                    bit(and, 10)
+                } else {
+                    bit(and, 2)
+                }
+            }
+        };
+    if ok {
+        return Ok(hit.unwrap_or_default());
+    }
+    let mut q = 1u64 << 7 | 1 << kind;
+    q |= (and & 7) << 3;
+    if e.mbec && bit(and, 10) {
+        q |= 1 << 6;
+    }
+    if fin {
+        q |= 1 << 8;
+        if e.advanced {
+            q |= u64::from(rights.0) << 9 | u64::from(rights.1) << 10 | u64::from(rights.2) << 11;
+        }
+    }
+    Err(Outcome::EptViolation { qual: q, gpa })
 }
 
 /// Guest registers.
@@ -42,9 +128,27 @@ fn bit(v: u64, n: u32) -> bool {
 }
 
 /// kind: 0 read, 1 write, 2 fetch.
-pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: bool, ac: bool) -> Outcome {
+pub fn walk(
+    mem: &HostArena,
+    nested: Option<&EptRef>,
+    r: &Regs,
+    va: u64,
+    kind: u8,
+    user: bool,
+    implicit: bool,
+    ac: bool,
+) -> Outcome {
+    // Guest-physical → host-physical: identity without EPT.
+    let tr = |gpa: u64, kind: u8, fin: bool, pdpte: bool, rights| match nested {
+        None => Ok((gpa, 1u64 << 30)),
+        Some(e) => ept(mem, e, gpa, kind, fin, pdpte, rights),
+    };
+    let finish = |gpa: u64, size: u64, global: bool, rights| match tr(gpa, kind, true, false, rights) {
+        Ok((hpa, nsize)) => Outcome::Ok { gpa, hpa, size: size.min(nsize), global },
+        Err(o) => o,
+    };
     if !bit(r.cr0, 31) {
-        return Outcome::Ok { gpa: va & 0xffff_ffff, size: 4096, global: false };
+        return finish(va & 0xffff_ffff, 4096, false, (false, true, false));
     }
     let pae = bit(r.cr4, 5);
     let long = pae && bit(r.efer, 10);
@@ -64,9 +168,12 @@ pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: 
     if kind == 2 && (smep || (pae && bit(r.efer, 11))) {
         code |= 16;
     }
-    let read = |addr: u64, wide: bool| -> Option<u64> {
-        let a = HostPhysAddr::new_truncate(addr);
-        if wide { mem.read_u64(a).ok() } else { mem.read_u32(a).ok().map(u64::from) }
+    // A guest table read: through EPT (not final), then memory.
+    let read = |addr: u64, wide: bool, pdpte: bool| -> Result<u64, Outcome> {
+        let (h, _) = tr(addr, 0, false, pdpte, (false, false, false))?;
+        let a = HostPhysAddr::new_truncate(h);
+        let v = if wide { mem.read_u64(a).ok() } else { mem.read_u32(a).ok().map(u64::from) };
+        v.ok_or(Outcome::Memory)
     };
 
     // (index shift, index width, may be a leaf?, page size) per level, top first.
@@ -86,7 +193,10 @@ pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: 
         table = r.cr3 & bits(m - 1, 12);
     } else if pae {
         let idx = (va >> 30) & 3;
-        let Some(pdpte) = read((r.cr3 & bits(31, 5)) + idx * 8, true) else { return Outcome::Memory };
+        let pdpte = match read((r.cr3 & bits(31, 5)) + idx * 8, true, true) {
+            Ok(v) => v,
+            Err(o) => return o,
+        };
         if pdpte & 1 == 0 {
             return Outcome::PageFault(code);
         }
@@ -105,7 +215,10 @@ pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: 
     for (k, &(shift, width, can_be_large)) in levels.iter().enumerate() {
         let last = k + 1 == n;
         let idx = (va >> shift) & ((1 << width) - 1);
-        let Some(e) = read(table + idx * if wide { 8 } else { 4 }, wide) else { return Outcome::Memory };
+        let e = match read(table + idx * if wide { 8 } else { 4 }, wide, false) {
+            Ok(v) => v,
+            Err(o) => return o,
+        };
         if e & 1 == 0 {
             return Outcome::PageFault(code);
         }
@@ -191,7 +304,8 @@ pub fn walk(mem: &HostArena, r: &Regs, va: u64, kind: u8, user: bool, implicit: 
                     return Outcome::PageFault(code | 1 | 32);
                 }
             }
-            return Outcome::Ok { gpa: if wide { gpa } else { gpa & bits(39, 0) }, size, global: pge && bit(e, 8) };
+            let gpa = if wide { gpa } else { gpa & bits(39, 0) } & bits(51, 0);
+            return finish(gpa, size, pge && bit(e, 8), (u, w, nx));
         }
         table = e & if wide { bits(m - 1, 12) } else { bits(31, 12) };
     }

@@ -5,7 +5,7 @@
 //! (Table 25-9) and Vol. 3D Appendix A.10 "VPID and EPT Capabilities"; AMD64 Architecture
 //! Programmer's Manual Volume 2: System Programming, Publication No. 24593, Revision 3.42, March 2024,
 //! Section 15.25.4 "Nested Paging and VMRUN/#VMEXIT" (nCR3) and Section 15.25.1 "Nested Paging
-//! Facilities" (CPUID Fn8000_000A_EDX[NP]).
+//! Facilities" (CPUID Fn8000_000A_EDX\[NP\]).
 //!
 //! [`EptCapabilities`] is a small plain struct so that this crate does not depend on hvkit-vmx;
 //! hvkit-vmx converts its IA32_VMX_EPT_VPID_CAP snapshot into it (or use
@@ -37,7 +37,7 @@ pub enum EptpError {
     /// Execute-only EPT pages are not supported (bit 0).
     #[error("execute-only translations are not supported")]
     ExecuteOnlyUnsupported,
-    /// Nested paging is not supported (CPUID Fn8000_000A_EDX[NP]).
+    /// Nested paging is not supported (CPUID Fn8000_000A_EDX\[NP\]).
     #[error("nested paging is not supported")]
     NestedPagingUnsupported,
 }
@@ -200,13 +200,13 @@ impl Eptp {
 /// What the CPU reports for AMD nested paging (CPUID Fn8000_000A_EDX and Fn8000_0001_EDX, CR4.LA57).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NptCapabilities {
-    /// Fn8000_000A_EDX[0] NP: nested paging.
+    /// Fn8000_000A_EDX\[0\] NP: nested paging.
     pub nested_paging: bool,
     /// The host runs 5-level paging (CR4.LA57), so nested tables have five levels.
     pub host_la57: bool,
-    /// Fn8000_0001_EDX[26] Page1GB: 1 GiB pages.
+    /// Fn8000_0001_EDX\[26\] Page1GB: 1 GiB pages.
     pub pages_1g: bool,
-    /// MAXPHYADDR (Fn8000_0008_EAX[7:0]).
+    /// MAXPHYADDR (Fn8000_0008_EAX\[7:0\]).
     pub phys_bits: u8,
 }
 

@@ -19,7 +19,7 @@
 //! - [`mtrr`]: effective memory types from the MTRRs, and EPT mapping that splits where types change.
 //! - [`walk`]: the two-dimensional walker, guest-virtual → guest-physical → host-physical, with the
 //!   architectural faults.
-//! - `host` (feature `host`, always in this crate's tests): [`HostArena`], a tracking allocator and
+//! - `host` (feature `host`, always in this crate's tests; needs `std`): `HostArena`, a tracking allocator and
 //!   table memory over a host allocation.
 //!
 //! # Example: an identity EPT, its EPTP, and a guest-virtual translation

@@ -422,8 +422,9 @@ impl<M: PhysMemory> Walker<M> {
         let guest = match mode {
             PagingMode::None => {
                 let gpa = va & 0xffff_ffff;
+                // Without guest paging no linear address is a user-mode address (for MBEC).
                 let rights = GuestRights {
-                    user: true,
+                    user: false,
                     writable: true,
                     nx: false,
                 };
