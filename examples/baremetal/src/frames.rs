@@ -33,6 +33,10 @@ impl FramePool {
     }
 }
 
+// SAFETY: the pool owns its pages outright (the `&'static mut` it was made from is gone), so moving
+// it to another context (this kernel has one CPU) moves that ownership with it.
+unsafe impl Send for FramePool {}
+
 // SAFETY: every frame handed out lies in the pool, whose pages are 4 KiB-aligned, valid for
 // reads and writes, and reachable through no Rust reference (the `&'static mut` was turned into
 // this raw base); identity mapping makes the pointer of a frame its address, so the same frame

@@ -89,3 +89,22 @@ impl Page {
         core::ptr::from_ref(self) as u64
     }
 }
+
+/// A 4 KiB page of 64-bit words that a guest and the host both touch (through the shared identity
+/// mapping), so the host reads and writes it with atomics and never holds a reference the guest
+/// could invalidate.
+#[repr(C, align(4096))]
+#[derive(Debug)]
+pub struct ProbePage(pub [core::sync::atomic::AtomicU64; 512]);
+
+impl ProbePage {
+    /// A zeroed page.
+    pub const fn new() -> Self {
+        Self([const { core::sync::atomic::AtomicU64::new(0) }; 512])
+    }
+
+    /// The page's physical address (the kernel runs identity-mapped).
+    pub fn phys(&self) -> u64 {
+        core::ptr::from_ref(self) as u64
+    }
+}

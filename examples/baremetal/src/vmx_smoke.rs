@@ -15,11 +15,13 @@ use core::arch::global_asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hvkit_paging::{EptAttrs, EptCapabilities, EptTable, GuestPhysAddr, HostPhysAddr, MemoryType};
+use hvkit_paging::{
+    EptAttrs, EptCapabilities, EptTable, Flush, FlushKind, GuestPhysAddr, HostPhysAddr, MemoryType,
+};
 use hvkit_vmx::capabilities::{AdjustedControls, ControlsRequest, EptVpidCap, VmxCapabilities};
 use hvkit_vmx::controls::{EntryControls, ExitControls, SecondaryControls};
 use hvkit_vmx::enable::{self, EnableError, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
-use hvkit_vmx::exit::{BasicExitReason, ExitReason};
+use hvkit_vmx::exit::{BasicExitReason, EptViolationQualification, ExitReason};
 use hvkit_vmx::fields::{self, VmcsField, WritableField, control, exit_info, guest, host};
 use hvkit_vmx::instructions::{self as vmx, InveptType, InvvpidType};
 use hvkit_vmx::vmcs::{CurrentVmcs, Dump, VmcsRead, VmcsWrite};
@@ -31,7 +33,7 @@ use crate::boot::{self, selectors};
 use crate::frames::FramePool;
 use crate::println;
 use crate::serial;
-use crate::sync::{Page, SpinLock, TakeOnce};
+use crate::sync::{Page, ProbePage, SpinLock, TakeOnce};
 
 /// Raw encodings for the instruction-level checks (SDM Vol. 3C, Appendix B "Field Encoding in
 /// VMCS"); everything else goes through the typed fields of `hvkit_vmx::fields`.
@@ -162,6 +164,10 @@ vmx_guest_entry:
     cpuid
     mov r8, 0x600DF00D00000001
     mov qword ptr [rip + vmx_guest_marker], r8
+    // Read the probe page (unmapped in the EPT: the first try is an EPT violation), then write it.
+    mov r9, qword ptr [rip + vmx_probe_page]
+    mov r10, 0x57524954455F4F4B
+    mov qword ptr [rip + vmx_probe_page + 8], r10
     .global vmx_guest_vmcall
 vmx_guest_vmcall:
     vmcall
@@ -192,6 +198,23 @@ unsafe extern "C" {
 #[unsafe(no_mangle)]
 static vmx_guest_marker: AtomicU64 = AtomicU64::new(0);
 
+/// The page the host removes from the EPT before the launch: the guest's read of word 0 is an EPT
+/// violation that the host serves by mapping the page again; then the guest writes word 1.
+#[unsafe(no_mangle)]
+static vmx_probe_page: ProbePage = ProbePage::new();
+/// What the host puts in word 0 of the probe page, and what the guest writes to word 1.
+const PROBE_PATTERN: u64 = 0x5052_4F42_455F_5244;
+const GUEST_PROBE_WRITE: u64 = 0x5752_4954_455F_4F4B;
+
+/// The EPT while the guest runs: the exit handler maps the probe page back into it.
+struct EptState {
+    table: EptTable<FramePool>,
+    eptp: u64,
+    caps: EptVpidCap,
+}
+
+static EPT: SpinLock<Option<EptState>> = SpinLock::new(None);
+
 static VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static SECOND_VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static VMCS_REGION: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
@@ -205,6 +228,7 @@ struct State {
     /// VM exits from the running guest (entry failures not counted).
     exits: u64,
     cpuid_exits: u64,
+    ept_violations: u64,
     /// The next VM entry is meant to fail on invalid guest state (RFLAGS bit 1 clear).
     expect_entry_failure: bool,
 }
@@ -213,6 +237,7 @@ static STATE: SpinLock<State> = SpinLock::new(State {
     on: None,
     exits: 0,
     cpuid_exits: 0,
+    ept_violations: 0,
     expect_entry_failure: false,
 });
 
@@ -371,12 +396,35 @@ pub fn run() -> ! {
     };
     println!("ok controls: ept {use_ept}, vpid {use_vpid}, load EFER {load_efer}: {controls:#x?}");
 
-    // The EPT lives as long as this function, which never returns.
-    let (_ept, eptp) = if use_ept {
-        let (table, eptp) = build_ept(ept_caps);
-        (Some(table), eptp)
+    let eptp = if use_ept {
+        let (mut table, eptp) = build_ept(ept_caps);
+        // Take the probe page out of the EPT: the guest's first access to it must exit.
+        let probe = vmx_probe_page.phys();
+        vmx_probe_page.0[0].store(PROBE_PATTERN, Ordering::SeqCst);
+        match table.unmap(GuestPhysAddr::new_truncate(probe), 4096) {
+            Ok(flush) => invalidate(flush, eptp, ept_caps),
+            Err(e) => fail("ept unmap", format_args!("{e}")),
+        }
+        let gone = table.translate_addr(GuestPhysAddr::new_truncate(probe));
+        check(
+            "ept unmap of the probe page",
+            gone.is_none(),
+            format_args!(
+                "{probe:#x} -> {gone:?}, {} table frames",
+                table.table_frames()
+            ),
+        );
+        EPT.with(|e| {
+            *e = Some(EptState {
+                table,
+                eptp,
+                caps: ept_caps,
+            });
+        });
+        eptp
     } else {
-        (None, 0)
+        vmx_probe_page.0[0].store(PROBE_PATTERN, Ordering::SeqCst);
+        0
     };
     let host = HostState::current(&cpu);
     fill_vmcs(&mut vmcs, &controls, &host, eptp, use_vpid);
@@ -734,6 +782,26 @@ fn invalid_pin_based(caps: &VmxCapabilities) -> Option<u32> {
     (forbidden != 0).then(|| caps.pin_based.must_be_one | (1 << forbidden.trailing_zeros()))
 }
 
+/// Performs the invalidation hvkit-paging asks for after changing a live EPT.
+fn invalidate(flush: Flush, eptp: u64, caps: EptVpidCap) {
+    let kind = match flush.kind() {
+        FlushKind::InveptSingleContext if caps.contains(EptVpidCap::INVEPT_SINGLE_CONTEXT) => {
+            InveptType::SingleContext { eptp }
+        }
+        FlushKind::InveptSingleContext if caps.contains(EptVpidCap::INVEPT_ALL_CONTEXT) => {
+            InveptType::AllContexts
+        }
+        other => fail(
+            "ept flush",
+            format_args!("cannot perform {other:?} with {caps:?}"),
+        ),
+    };
+    // SAFETY: VMX root operation and INVEPT of this type is supported.
+    if let Err(e) = unsafe { vmx::invept(kind) } {
+        fail("invept", format_args!("{kind:?}: {e}"));
+    }
+}
+
 /// Builds an identity EPT of the low 4 GiB with hvkit-paging (the largest pages the
 /// capabilities allow, write-back, accessed/dirty flags when offered) and returns it with its
 /// EPTP.
@@ -1074,6 +1142,40 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
             write(&mut vmcs, guest::RIP, rip + length);
             None
         }
+        BasicExitReason::EPT_VIOLATION => {
+            let gpa = read(&vmcs, exit_info::GUEST_PHYSICAL_ADDRESS);
+            let qualification =
+                EptViolationQualification(read(&vmcs, exit_info::EXIT_QUALIFICATION));
+            let probe = vmx_probe_page.phys();
+            check(
+                "ept violation",
+                gpa == probe
+                    && qualification.read()
+                    && !qualification.write()
+                    && !qualification.instruction_fetch()
+                    && !qualification.readable()
+                    && qualification.guest_linear_address_valid(),
+                format_args!("GPA {gpa:#x} (probe {probe:#x}), {qualification:?}"),
+            );
+            // Serve it: map the page again, invalidate, and let the guest retry the read.
+            EPT.with(|e| {
+                let Some(state) = e.as_mut() else {
+                    fail("ept violation", format_args!("no EPT"))
+                };
+                let page = GuestPhysAddr::new_truncate(probe);
+                match state.table.map(
+                    page,
+                    HostPhysAddr::new_truncate(probe),
+                    4096,
+                    EptAttrs::RWX_WB,
+                ) {
+                    Ok(flush) => invalidate(flush, state.eptp, state.caps),
+                    Err(e) => fail("ept map", format_args!("{e}")),
+                }
+            });
+            STATE.with(|s| s.ept_violations += 1);
+            None
+        }
         BasicExitReason::VMCALL => {
             check("vmcall exit length", length == 3, format_args!("{length}"));
             // SAFETY: only the symbol's address is taken.
@@ -1102,11 +1204,21 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
                 marker == GUEST_MARKER,
                 format_args!("{marker:#x}"),
             );
-            let cpuid_exits = STATE.with(|s| s.cpuid_exits);
+            let probe_write = vmx_probe_page.0[1].load(Ordering::SeqCst);
+            check(
+                "guest read and wrote the probe page",
+                regs.r9 == PROBE_PATTERN && probe_write == GUEST_PROBE_WRITE,
+                format_args!("read {:#x}, wrote {probe_write:#x}", regs.r9),
+            );
+            let (cpuid_exits, ept_violations) = STATE.with(|s| (s.cpuid_exits, s.ept_violations));
+            let with_ept = EPT.with(|e| e.is_some());
+            let expected_violations = u64::from(with_ept);
             check(
                 "exit sequence",
-                exits == 2 && cpuid_exits == 1,
-                format_args!("{exits} exits, {cpuid_exits} CPUID"),
+                exits == 2 + expected_violations
+                    && cpuid_exits == 1
+                    && ept_violations == expected_violations,
+                format_args!("{exits} exits, {cpuid_exits} CPUID, {ept_violations} EPT violations"),
             );
             Some(exits)
         }
