@@ -14,17 +14,19 @@ use core::arch::global_asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hvkit_paging::{GuestPhysAddr, HostPhysAddr, NptCapabilities, NptTable, X86Attrs};
+use hvkit_paging::{
+    Flush, FlushKind, GuestPhysAddr, HostPhysAddr, NptCapabilities, NptTable, X86Attrs,
+};
 use hvkit_svm::check::{Rule, check_vmcb};
 use hvkit_svm::enable::{SvmMsrs, disable_svm, enable_svm};
-use hvkit_svm::exit::ExitCode;
+use hvkit_svm::exit::{Exit, ExitCode, NpfErrorCode};
 use hvkit_svm::features::{HostCapabilities, SvmFeatureFlags};
 use hvkit_svm::instructions::{HardwareCpuid, HardwareSvmMsrs, clgi, stgi, vmload, vmrun, vmsave};
 use hvkit_svm::intercept::{MiscIntercepts1, MiscIntercepts2};
 use hvkit_svm::regs::GuestRegisters;
 use hvkit_svm::segment::Segment;
 use hvkit_svm::setup::LongModeGuest;
-use hvkit_svm::vmcb::{Intercepts, NestedControl, Vmcb};
+use hvkit_svm::vmcb::{Intercepts, NestedControl, TlbControl, Vmcb};
 use hvkit_svm::{Iopm, Msrpm};
 use x86_64::PhysAddr;
 use x86_64::instructions::tables;
@@ -34,7 +36,7 @@ use crate::boot::selectors;
 use crate::frames::FramePool;
 use crate::println;
 use crate::serial;
-use crate::sync::{Page, TakeOnce};
+use crate::sync::{Page, ProbePage, TakeOnce};
 
 /// The CPUID leaf the host answers itself, and the signature it returns in EBX, ECX, EDX.
 const HV_LEAF: u32 = 0x4000_0000;
@@ -63,6 +65,11 @@ svm_guest_entry:
     cpuid
     mov r8, 0x600DF00D00000002
     mov qword ptr [rip + svm_guest_marker], r8
+    // Read the probe page (unmapped in the nested table: the first try is a nested page fault),
+    // then write it.
+    mov r9, qword ptr [rip + svm_probe_page]
+    mov r10, 0x57524954455F4F4B
+    mov qword ptr [rip + svm_probe_page + 8], r10
     .global svm_guest_vmmcall
 svm_guest_vmmcall:
     vmmcall
@@ -86,6 +93,15 @@ unsafe extern "C" {
 /// Written by the guest (through the shared identity mapping) right before its VMMCALL.
 #[unsafe(no_mangle)]
 static svm_guest_marker: AtomicU64 = AtomicU64::new(0);
+
+/// The page the host removes from the nested table before the guest runs: the guest's read of
+/// word 0 is a nested page fault that the host serves by mapping the page again; then the guest
+/// writes word 1.
+#[unsafe(no_mangle)]
+static svm_probe_page: ProbePage = ProbePage::new();
+/// What the host puts in word 0 of the probe page, and what the guest writes to word 1.
+const PROBE_PATTERN: u64 = 0x5052_4F42_455F_5244;
+const GUEST_PROBE_WRITE: u64 = 0x5752_4954_455F_4F4B;
 
 static HOST_SAVE_AREA: TakeOnce<hvkit_svm::enable::HostSaveArea> =
     TakeOnce::new(hvkit_svm::enable::HostSaveArea::new());
@@ -113,6 +129,22 @@ fn addr<T>(r: &T) -> u64 {
     core::ptr::from_ref(r) as u64
 }
 
+/// Present, writable, user: nested walks are user accesses (APM 15.25.5).
+fn rw_user() -> X86Attrs {
+    X86Attrs::new(
+        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE,
+    )
+}
+
+/// Performs the invalidation hvkit-paging asks for after changing a live nested table: a TLB
+/// flush with the guest's next VMRUN.
+fn invalidate(guest: &mut Vmcb, flush: Flush, tlb: TlbControl) {
+    match flush.kind() {
+        FlushKind::NestedAsid => guest.set_tlb_control(tlb),
+        other => fail("npt flush", 0, format_args!("unexpected {other:?}")),
+    }
+}
+
 /// Builds an identity nested page table of the low 4 GiB with hvkit-paging (U/S set at every
 /// level, as nested walks are user accesses: APM 15.25.5) and returns it with its nCR3.
 fn build_npt(caps: &NptCapabilities) -> (NptTable<FramePool>, u64) {
@@ -127,10 +159,7 @@ fn build_npt(caps: &NptCapabilities) -> (NptTable<FramePool>, u64) {
         Ok(table) => table,
         Err(e) => fail("npt root", 0, format_args!("{e}")),
     };
-    let rw_user = X86Attrs::new(
-        PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE,
-    );
-    match npt.map(GuestPhysAddr::ZERO, HostPhysAddr::ZERO, 4 << 30, rw_user) {
+    match npt.map(GuestPhysAddr::ZERO, HostPhysAddr::ZERO, 4 << 30, rw_user()) {
         // No VMCB refers to the table yet, so there is nothing stale to invalidate.
         Ok(flush) => flush.ignore(),
         Err(e) => fail("npt map", 0, format_args!("{e}")),
@@ -263,7 +292,7 @@ pub fn run() -> ! {
     guest.set_msrpm_base_pa(PhysAddr::new(addr(msrpm)));
     guest.set_guest_asid(1);
     // The nested table lives as long as this function, which never returns.
-    let _npt = nested.then(|| {
+    let mut npt = nested.then(|| {
         let (table, ncr3) = build_npt(&NptCapabilities {
             nested_paging: true,
             host_la57: false,
@@ -337,13 +366,41 @@ pub fn run() -> ! {
     }
     regs = GuestRegisters::default();
 
+    // Take the probe page out of the nested table: the guest's first access to it must exit.
+    let probe = svm_probe_page.phys();
+    svm_probe_page.0[0].store(PROBE_PATTERN, Ordering::SeqCst);
+    let flush_tlb = if caps.svm.has(SvmFeatureFlags::FLUSH_BY_ASID) {
+        TlbControl::FLUSH_GUEST
+    } else {
+        TlbControl::FLUSH_ALL
+    };
+    if let Some(table) = npt.as_mut() {
+        match table.unmap(GuestPhysAddr::new_truncate(probe), 4096) {
+            Ok(flush) => invalidate(guest, flush, flush_tlb),
+            Err(e) => fail("npt unmap", 0, format_args!("{e}")),
+        }
+        let gone = table.translate_addr(GuestPhysAddr::new_truncate(probe));
+        check(
+            "npt unmap of the probe page",
+            gone.is_none(),
+            0,
+            format_args!(
+                "{probe:#x} -> {gone:?}, {} table frames",
+                table.table_frames()
+            ),
+        );
+    }
+
     let mut exits = 0u64;
     let mut cpuid_exits = 0u64;
+    let mut nested_faults = 0u64;
     loop {
         // SAFETY: SVM is enabled; the VMCBs are statics at the given addresses; the guest shares
         // the host's identity-mapped memory and only runs the code above.
         unsafe { world_switch(guest, guest_pa, host, host_pa, &mut regs) };
         guest.mark_all_clean();
+        // A requested TLB flush happened with this VMRUN; VMRUN does not clear the field.
+        guest.set_tlb_control(TlbControl::DO_NOTHING);
         exits += 1;
         let code = guest.control().exit_code();
         let rip = guest.save().rip();
@@ -383,6 +440,34 @@ pub fn run() -> ! {
                 cpuid_exits += 1;
                 guest.skip_instruction(rip + CPUID_LENGTH);
             }
+            ExitCode::NPF => {
+                let decoded = guest.control().decode_exit();
+                let Ok(Exit::NestedPageFault {
+                    error,
+                    guest_physical,
+                }) = decoded
+                else {
+                    fail("npf decode", exits, format_args!("{decoded:?}"))
+                };
+                check(
+                    "nested page fault",
+                    guest_physical == probe
+                        && error.contains(NpfErrorCode::FINAL_TRANSLATION | NpfErrorCode::USER)
+                        && !error.intersects(NpfErrorCode::PRESENT | NpfErrorCode::WRITE),
+                    exits,
+                    format_args!("GPA {guest_physical:#x} (probe {probe:#x}), {error:?}"),
+                );
+                // Serve it: map the page again, flush, and let the guest retry the read.
+                let Some(table) = npt.as_mut() else {
+                    fail("nested page fault", exits, format_args!("no nested table"))
+                };
+                let page = GuestPhysAddr::new_truncate(probe);
+                match table.map(page, HostPhysAddr::new_truncate(probe), 4096, rw_user()) {
+                    Ok(flush) => invalidate(guest, flush, flush_tlb),
+                    Err(e) => fail("npt map", exits, format_args!("{e}")),
+                }
+                nested_faults += 1;
+            }
             ExitCode::VMMCALL => {
                 if nrip {
                     check(
@@ -419,11 +504,23 @@ pub fn run() -> ! {
                     exits,
                     format_args!("{marker:#x}"),
                 );
+                let probe_write = svm_probe_page.0[1].load(Ordering::SeqCst);
+                check(
+                    "guest read and wrote the probe page",
+                    regs.r9 == PROBE_PATTERN && probe_write == GUEST_PROBE_WRITE,
+                    exits,
+                    format_args!("read {:#x}, wrote {probe_write:#x}", regs.r9),
+                );
+                let expected_faults = u64::from(npt.is_some());
                 check(
                     "exit sequence",
-                    exits == 2 && cpuid_exits == 1,
+                    exits == 2 + expected_faults
+                        && cpuid_exits == 1
+                        && nested_faults == expected_faults,
                     exits,
-                    format_args!("{exits} exits, {cpuid_exits} CPUID"),
+                    format_args!(
+                        "{exits} exits, {cpuid_exits} CPUID, {nested_faults} nested page faults"
+                    ),
                 );
                 break;
             }
