@@ -34,7 +34,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long one emulator run may take before it is stopped and counted as a failure.
-pub const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The value the kernel writes to QEMU's `isa-debug-exit` port on success; QEMU then exits with
 /// `(value << 1) | 1`.
