@@ -65,6 +65,9 @@ pub enum Emulator {
     Bochs {
         /// The Bochs CPU model.
         cpu_model: &'static str,
+        /// The name in the summary line: `bochs` for the vendor's main model, else
+        /// `bochs-<model>`.
+        label: &'static str,
     },
     /// QEMU with TCG and `-cpu max` (multiboot1 `-kernel`).
     Qemu,
@@ -74,17 +77,25 @@ impl Emulator {
     /// Bochs as a Skylake-X: VMX with EPT (1 GiB pages, A/D), VPID, unrestricted guest.
     pub const BOCHS_SKYLAKE: Self = Self::Bochs {
         cpu_model: "corei7_skylake_x",
+        label: "bochs",
+    };
+    /// Bochs as a Core 2 Penryn: VMX without EPT, VPID or unrestricted guest, and no VMWRITE to
+    /// read-only fields (the paths a modern model never takes).
+    pub const BOCHS_PENRYN: Self = Self::Bochs {
+        cpu_model: "core2_penryn_t9600",
+        label: "bochs-penryn",
     };
     /// Bochs as an AMD Trinity APU: SVM with NPT and NRIP save.
     pub const BOCHS_TRINITY: Self = Self::Bochs {
         cpu_model: "trinity_apu",
+        label: "bochs",
     };
 }
 
 impl fmt::Display for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Bochs { .. } => "bochs",
+            Self::Bochs { label, .. } => label,
             Self::Qemu => "qemu",
         })
     }
@@ -306,7 +317,7 @@ pub fn run(case: &Case) -> Outcome {
         serial_text: String::new(),
     };
     let ran = prepare(case, &dir).and_then(|kernel| match case.emulator {
-        Emulator::Bochs { cpu_model } => run_bochs(&dir, cpu_model),
+        Emulator::Bochs { cpu_model, .. } => run_bochs(&dir, cpu_model),
         Emulator::Qemu => run_qemu(case, &dir, &kernel, &emulator_log),
     });
     let (status, elapsed) = match ran {

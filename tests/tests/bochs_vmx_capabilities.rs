@@ -1,6 +1,6 @@
-//! Host tests of hvkit-vmx's capability decoding against the values Bochs's Skylake-X model
-//! reported in the vmx/bochs smoke run (`tests/fixtures/bochs-corei7_skylake_x.msrs`; that run
-//! checks the fixture still matches the emulator).
+//! Host tests of hvkit-vmx's capability decoding against the values Bochs's Skylake-X and Core 2
+//! Penryn models reported in the vmx/bochs smoke runs (`tests/fixtures/bochs-*.msrs`; those runs
+//! check the fixtures still match the emulator).
 #![expect(
     clippy::unwrap_used,
     reason = "test code: a malformed fixture should fail loudly"
@@ -11,8 +11,10 @@ use hvkit_vmx::controls::{
     EntryControls, ExitControls, PrimaryControls, SecondaryControls, TertiaryControls,
 };
 
-fn fixture() -> Vec<(u32, u64)> {
-    let text = include_str!("../fixtures/bochs-corei7_skylake_x.msrs");
+const SKYLAKE: &str = include_str!("../fixtures/bochs-corei7_skylake_x.msrs");
+const PENRYN: &str = include_str!("../fixtures/bochs-core2_penryn_t9600.msrs");
+
+fn fixture(text: &str) -> Vec<(u32, u64)> {
     text.lines()
         .filter_map(|l| l.strip_prefix("msr "))
         .map(|l| {
@@ -23,8 +25,8 @@ fn fixture() -> Vec<(u32, u64)> {
         .collect()
 }
 
-fn capabilities() -> VmxCapabilities {
-    let msrs = fixture();
+fn capabilities_of(text: &str) -> VmxCapabilities {
+    let msrs = fixture(text);
     let read = |msr: u32| {
         msrs.iter()
             .find(|(m, _)| *m == msr)
@@ -32,6 +34,10 @@ fn capabilities() -> VmxCapabilities {
             .unwrap_or_else(|| unreachable!("MSR {msr:#x} was not read on Bochs"))
     };
     VmxCapabilities::read(&read)
+}
+
+fn capabilities() -> VmxCapabilities {
+    capabilities_of(SKYLAKE)
 }
 
 #[test]
@@ -97,5 +103,45 @@ fn refuses_what_bochs_lacks() {
     assert_eq!(
         refused.secondary,
         SecondaryControls::ENABLE_ENCLS_EXITING | SecondaryControls::MODE_BASED_EXECUTE_CONTROL
+    );
+}
+
+#[test]
+fn penryn_has_vmx_without_ept() {
+    let caps = capabilities_of(PENRYN);
+    assert_eq!(caps.basic.revision_id(), 0x2b);
+    assert!(caps.basic.true_controls());
+    let secondary = caps.secondary.unwrap();
+    assert_eq!(secondary.may_be_one, 0x41);
+    assert!(
+        caps.ept_vpid.is_none(),
+        "no EPT or VPID, so no EPT/VPID MSR"
+    );
+    assert!(caps.vmfunc.is_none());
+    assert!(!caps.misc.vmwrite_any_field());
+    let refused = caps
+        .adjust(&ControlsRequest {
+            secondary: SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST,
+            entry: EntryControls::LOAD_IA32_EFER,
+            ..ControlsRequest::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        refused.secondary,
+        SecondaryControls::ENABLE_EPT | SecondaryControls::UNRESTRICTED_GUEST
+    );
+    assert_eq!(refused.entry, EntryControls::LOAD_IA32_EFER);
+    // What the smoke run entered the guest with on this model.
+    let adjusted = caps
+        .adjust(&ControlsRequest {
+            exit: ExitControls::HOST_ADDRESS_SPACE_SIZE,
+            entry: EntryControls::IA32E_MODE_GUEST,
+            ..ControlsRequest::default()
+        })
+        .unwrap();
+    assert_eq!(adjusted.secondary, 0);
+    assert_eq!(
+        adjusted.primary & PrimaryControls::ACTIVATE_SECONDARY_CONTROLS.bits(),
+        0
     );
 }

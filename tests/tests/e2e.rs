@@ -56,6 +56,15 @@ fn smoke_vmx_bochs() {
     finish(&outcome);
 }
 
+/// VMX on Bochs's Core 2 Penryn model: the same case without EPT or VPID (the guest's probe-page
+/// access does not exit), with VMWRITE to the read-only exit reason refused (error 13).
+#[test]
+fn smoke_vmx_bochs_penryn() {
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_PENRYN));
+    compare_with_fixture(&mut outcome, "msr ", "bochs-core2_penryn_t9600.msrs");
+    finish(&outcome);
+}
+
 /// SVM on QEMU TCG (`-cpu max`: NPT, no NRIP save): enabling SVM, `check_vmcb`, three illegal
 /// VMCBs refused by VMRUN, then a 64-bit guest under a 1:1 nested page table built by
 /// hvkit-paging exiting on CPUID, a nested page fault served on demand, and VMMCALL
