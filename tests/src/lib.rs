@@ -69,11 +69,26 @@ pub enum Emulator {
         /// `bochs-<model>`.
         label: &'static str,
     },
-    /// QEMU with TCG and `-cpu max` (multiboot1 `-kernel`).
-    Qemu,
+    /// QEMU with TCG and the given `-cpu` (multiboot1 `-kernel`).
+    Qemu {
+        /// The `-cpu` argument.
+        cpu: &'static str,
+        /// The name in the summary line: `qemu` for `-cpu max`, else `qemu-<variant>`.
+        label: &'static str,
+    },
 }
 
 impl Emulator {
+    /// QEMU TCG `-cpu max`: SVM with NPT, without NRIP save, decode assists or clean bits.
+    pub const QEMU: Self = Self::Qemu {
+        cpu: "max",
+        label: "qemu",
+    };
+    /// QEMU TCG `-cpu qemu64,+svm`: SVM without nested paging.
+    pub const QEMU_NO_NPT: Self = Self::Qemu {
+        cpu: "qemu64,+svm",
+        label: "qemu-nonpt",
+    };
     /// Bochs as a Skylake-X: VMX with EPT (1 GiB pages, A/D), VPID, unrestricted guest.
     pub const BOCHS_SKYLAKE: Self = Self::Bochs {
         cpu_model: "corei7_skylake_x",
@@ -96,7 +111,7 @@ impl fmt::Display for Emulator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Bochs { label, .. } => label,
-            Self::Qemu => "qemu",
+            Self::Qemu { label, .. } => label,
         })
     }
 }
@@ -304,7 +319,7 @@ pub fn run(case: &Case) -> Outcome {
     let serial = dir.join("serial.txt");
     let emulator_log = dir.join(match case.emulator {
         Emulator::Bochs { .. } => "bochs.log",
-        Emulator::Qemu => "qemu.log",
+        Emulator::Qemu { .. } => "qemu.log",
     });
     let mut outcome = Outcome {
         case: case.clone(),
@@ -318,7 +333,7 @@ pub fn run(case: &Case) -> Outcome {
     };
     let ran = prepare(case, &dir).and_then(|kernel| match case.emulator {
         Emulator::Bochs { cpu_model, .. } => run_bochs(&dir, cpu_model),
-        Emulator::Qemu => run_qemu(case, &dir, &kernel, &emulator_log),
+        Emulator::Qemu { cpu, .. } => run_qemu(case, &dir, &kernel, cpu, &emulator_log),
     });
     let (status, elapsed) = match ran {
         Ok(r) => r,
@@ -335,7 +350,7 @@ pub fn run(case: &Case) -> Outcome {
     outcome.exits = verdict.exits;
     match status {
         None => outcome.fail(format!("timed out after {}s", RUN_TIMEOUT.as_secs_f64())),
-        Some(status) if case.emulator == Emulator::Qemu => {
+        Some(status) if matches!(case.emulator, Emulator::Qemu { .. }) => {
             let expected = (QEMU_PASS_VALUE << 1) | 1;
             if status.code() != Some(expected) {
                 outcome.fail(format!(
@@ -440,6 +455,7 @@ fn run_qemu(
     case: &Case,
     dir: &Path,
     kernel: &Path,
+    cpu: &str,
     log: &Path,
 ) -> Result<(Option<ExitStatus>, Duration), String> {
     let out = log_file(log).map_err(|e| e.to_string())?;
@@ -451,7 +467,7 @@ fn run_qemu(
     );
     run_with_timeout(
         Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-m", "64"])
+            .args(["-accel", "tcg", "-cpu", cpu, "-m", "64"])
             .args([
                 "-display",
                 "none",
@@ -503,7 +519,7 @@ mod tests {
     #[test]
     fn summary_line_format() {
         let outcome = Outcome {
-            case: Case::new("smoke", Vendor::Svm, Emulator::Qemu),
+            case: Case::new("smoke", Vendor::Svm, Emulator::QEMU),
             pass: true,
             exits: 3,
             seconds: 0.31,

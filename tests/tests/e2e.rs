@@ -71,8 +71,17 @@ fn smoke_vmx_bochs_penryn() {
 /// (instructions skipped by their fixed lengths).
 #[test]
 fn smoke_svm_qemu() {
-    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Svm, Emulator::Qemu));
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Svm, Emulator::QEMU));
     compare_with_fixture(&mut outcome, "cpuid ", "qemu-tcg-max.cpuid");
+    finish(&outcome);
+}
+
+/// SVM on QEMU TCG `-cpu qemu64,+svm`, which has no nested paging: the guest runs on the host's
+/// page tables directly and its probe-page access does not exit.
+#[test]
+fn smoke_svm_qemu_no_npt() {
+    let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Svm, Emulator::QEMU_NO_NPT));
+    compare_with_fixture(&mut outcome, "cpuid ", "qemu-tcg-qemu64-svm.cpuid");
     finish(&outcome);
 }
 
@@ -90,14 +99,14 @@ fn smoke_svm_bochs() {
 /// summary line).
 #[test]
 fn failures_are_reported_qemu() {
-    let unknown = hvkit_e2e::run(&Case::new("no-such-case", Vendor::Svm, Emulator::Qemu));
+    let unknown = hvkit_e2e::run(&Case::new("no-such-case", Vendor::Svm, Emulator::QEMU));
     assert!(!unknown.pass, "{}", unknown.report());
     assert!(
         unknown.reason.contains("FAIL unknown case"),
         "{}",
         unknown.report()
     );
-    let exception = hvkit_e2e::run(&Case::new("exception", Vendor::Svm, Emulator::Qemu));
+    let exception = hvkit_e2e::run(&Case::new("exception", Vendor::Svm, Emulator::QEMU));
     assert!(!exception.pass, "{}", exception.report());
     assert!(
         exception.reason.contains("FAIL exception: vector 6"),

@@ -69,3 +69,11 @@ fn bochs_trinity_apu() {
     assert!(!caps.svm.has(SvmFeatureFlags::VMCB_CLEAN));
     assert!(!caps.svm.has(SvmFeatureFlags::DECODE_ASSISTS));
 }
+
+#[test]
+fn qemu_tcg_qemu64_with_svm_has_no_nested_paging() {
+    let caps = capabilities(include_str!("../fixtures/qemu-tcg-qemu64-svm.cpuid"));
+    assert!(caps.long_mode);
+    assert_eq!(caps.svm.asid_count, 16);
+    assert!(caps.svm.flags.is_empty(), "{:?}", caps.svm.flags);
+}
