@@ -19,9 +19,12 @@ use hvkit_paging::{
     EptAttrs, EptCapabilities, EptTable, Flush, FlushKind, GuestPhysAddr, HostPhysAddr, MemoryType,
 };
 use hvkit_vmx::capabilities::{AdjustedControls, ControlsRequest, EptVpidCap, VmxCapabilities};
-use hvkit_vmx::controls::{EntryControls, ExitControls, SecondaryControls};
+use hvkit_vmx::controls::{EntryControls, ExitControls, PrimaryControls, SecondaryControls};
 use hvkit_vmx::enable::{self, EnableError, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
-use hvkit_vmx::exit::{BasicExitReason, EptViolationQualification, ExitReason};
+use hvkit_vmx::exit::{
+    BasicExitReason, EptViolationQualification, ExitReason, IoAccessSize, IoDirection,
+    IoInstructionQualification,
+};
 use hvkit_vmx::fields::{self, VmcsField, WritableField, control, exit_info, guest, host};
 use hvkit_vmx::instructions::{self as vmx, InveptType, InvvpidType};
 use hvkit_vmx::vmcs::{CurrentVmcs, Dump, VmcsRead, VmcsWrite};
@@ -159,6 +162,13 @@ vmx_exit_entry:
     // The guest: ask the hypervisor's CPUID leaf, leave a marker in shared memory, VMCALL.
     .global vmx_guest_entry
 vmx_guest_entry:
+    // Port I/O, intercepted: OUT of 42h to port 80h, then IN from port 81h (the host answers 99h).
+    mov dx, 0x80
+    mov al, 0x42
+    out dx, al
+    mov dx, 0x81
+    in al, dx
+    movzx r11d, al
     mov eax, 0x40000000
     xor ecx, ecx
     cpuid
@@ -206,6 +216,12 @@ static vmx_probe_page: ProbePage = ProbePage::new();
 const PROBE_PATTERN: u64 = 0x5052_4F42_455F_5244;
 const GUEST_PROBE_WRITE: u64 = 0x5752_4954_455F_4F4B;
 
+/// The ports the guest uses, what it writes, and what the host answers to its IN.
+const OUT_PORT: u16 = 0x80;
+const OUT_VALUE: u8 = 0x42;
+const IN_PORT: u16 = 0x81;
+const IN_VALUE: u8 = 0x99;
+
 /// The EPT while the guest runs: the exit handler maps the probe page back into it.
 struct EptState {
     table: EptTable<FramePool>,
@@ -229,6 +245,7 @@ struct State {
     exits: u64,
     cpuid_exits: u64,
     ept_violations: u64,
+    io_exits: u64,
     /// The next VM entry is meant to fail on invalid guest state (RFLAGS bit 1 clear).
     expect_entry_failure: bool,
 }
@@ -238,6 +255,7 @@ static STATE: SpinLock<State> = SpinLock::new(State {
     exits: 0,
     cpuid_exits: 0,
     ept_violations: 0,
+    io_exits: 0,
     expect_entry_failure: false,
 });
 
@@ -376,6 +394,7 @@ pub fn run() -> ! {
     let load_efer = caps.exit.allows(ExitControls::LOAD_IA32_EFER.bits())
         && caps.entry.allows(EntryControls::LOAD_IA32_EFER.bits());
     let mut request = ControlsRequest {
+        primary: PrimaryControls::UNCONDITIONAL_IO_EXITING,
         exit: ExitControls::HOST_ADDRESS_SPACE_SIZE,
         entry: EntryControls::IA32E_MODE_GUEST,
         ..ControlsRequest::default()
@@ -1142,6 +1161,29 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
             write(&mut vmcs, guest::RIP, rip + length);
             None
         }
+        BasicExitReason::IO_INSTRUCTION => {
+            let io = IoInstructionQualification(read(&vmcs, exit_info::EXIT_QUALIFICATION));
+            let plain = io.size() == IoAccessSize::Byte && !io.is_string() && !io.is_rep();
+            match (io.direction(), io.port()) {
+                (IoDirection::Out, OUT_PORT) => check(
+                    "out exit",
+                    plain && length == 1 && regs.rax as u8 == OUT_VALUE,
+                    format_args!("{io:?}, AL {:#x}, length {length}", regs.rax as u8),
+                ),
+                (IoDirection::In, IN_PORT) => {
+                    check(
+                        "in exit",
+                        plain && length == 1,
+                        format_args!("{io:?}, length {length}"),
+                    );
+                    regs.rax = (regs.rax & !0xFF) | u64::from(IN_VALUE);
+                }
+                _ => fail("unexpected port I/O", format_args!("{io:?}")),
+            }
+            STATE.with(|s| s.io_exits += 1);
+            write(&mut vmcs, guest::RIP, rip + length);
+            None
+        }
         BasicExitReason::EPT_VIOLATION => {
             let gpa = read(&vmcs, exit_info::GUEST_PHYSICAL_ADDRESS);
             let qualification =
@@ -1210,15 +1252,24 @@ fn handle_exit(regs: &mut GuestRegisters) -> Option<u64> {
                 regs.r9 == PROBE_PATTERN && probe_write == GUEST_PROBE_WRITE,
                 format_args!("read {:#x}, wrote {probe_write:#x}", regs.r9),
             );
-            let (cpuid_exits, ept_violations) = STATE.with(|s| (s.cpuid_exits, s.ept_violations));
+            check(
+                "guest saw the host's IN answer",
+                regs.r11 == u64::from(IN_VALUE),
+                format_args!("{:#x}", regs.r11),
+            );
+            let (cpuid_exits, ept_violations, io_exits) =
+                STATE.with(|s| (s.cpuid_exits, s.ept_violations, s.io_exits));
             let with_ept = EPT.with(|e| e.is_some());
             let expected_violations = u64::from(with_ept);
             check(
                 "exit sequence",
-                exits == 2 + expected_violations
+                exits == 4 + expected_violations
                     && cpuid_exits == 1
+                    && io_exits == 2
                     && ept_violations == expected_violations,
-                format_args!("{exits} exits, {cpuid_exits} CPUID, {ept_violations} EPT violations"),
+                format_args!(
+                    "{exits} exits: {io_exits} I/O, {cpuid_exits} CPUID, {ept_violations} EPT violations, 1 VMCALL"
+                ),
             );
             Some(exits)
         }
