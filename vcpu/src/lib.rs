@@ -18,3 +18,10 @@ pub use cpuid::CpuidPolicy;
 pub use exit::{Exit, ExitKind, RawExit};
 pub use platform::{LogLevel, Platform};
 pub use regs::GuestRegisters;
+pub mod bitmap;
+pub mod error;
+pub mod event;
+pub mod vmx;
+
+pub use error::{Unsupported, VcpuError};
+pub use event::Event;

@@ -1,0 +1,16 @@
+//! The Intel VT-x backend.
+//!
+//! - [`core`]: the exit path over any `VmcsRead + VmcsWrite` (lazy state, exit decoding,
+//!   instruction skipping, event injection), host-tested with `Counting<SoftVmcs>`;
+//! - [`setup`]: the VMCS from the typed guest state, the host state and the intercepts;
+//! - `switch` (x86-64): the world switch.
+
+pub mod core;
+pub mod setup;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod switch;
+#[cfg(test)]
+mod tests;
+
+pub use self::core::{CrPolicy, VmxCore, xcr0_valid};
+pub use setup::{HostState, HostStateSource, VmcsLayout, VmxOptions, controls_request, write_vmcs};
