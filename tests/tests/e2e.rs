@@ -47,8 +47,8 @@ fn compare_with_fixture(outcome: &mut Outcome, prefix: &str, fixture: &str) {
 /// VMX on Bochs (Skylake-X): capability snapshot (checked against the fixture), VMXON,
 /// VMCS instructions and their VM-instruction errors, the whole hvkit-vmx field table swept,
 /// INVEPT/INVVPID, VMLAUNCH refused for bad controls and host state, an entry failure on invalid
-/// guest state, then a 64-bit guest under a 1:1 EPT built by hvkit-paging exiting on CPUID, an
-/// EPT violation served on demand, and VMCALL.
+/// guest state, then a 64-bit guest under a 1:1 EPT built by hvkit-paging exiting on OUT, IN,
+/// CPUID, an EPT violation served on demand, and VMCALL.
 #[test]
 fn smoke_vmx_bochs() {
     let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_SKYLAKE));
@@ -67,7 +67,8 @@ fn smoke_vmx_bochs_penryn() {
 
 /// SVM on QEMU TCG (`-cpu max`: NPT, no NRIP save): enabling SVM, `check_vmcb`, three illegal
 /// VMCBs refused by VMRUN, then a 64-bit guest under a 1:1 nested page table built by
-/// hvkit-paging exiting on CPUID, a nested page fault served on demand, and VMMCALL
+/// hvkit-paging exiting on OUT and IN (through the IOPM), CPUID, a nested page fault served on
+/// demand, and VMMCALL
 /// (instructions skipped by their fixed lengths).
 #[test]
 fn smoke_svm_qemu() {

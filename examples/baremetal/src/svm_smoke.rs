@@ -60,6 +60,14 @@ global_asm!(
     .text
     .global svm_guest_entry
 svm_guest_entry:
+    // Port I/O, intercepted through the IOPM: OUT of 42h to port 80h, then IN from port 81h
+    // (the host answers 99h).
+    mov dx, 0x80
+    mov al, 0x42
+    out dx, al
+    mov dx, 0x81
+    in al, dx
+    movzx r11d, al
     mov eax, 0x40000000
     xor ecx, ecx
     cpuid
@@ -99,6 +107,12 @@ static svm_guest_marker: AtomicU64 = AtomicU64::new(0);
 /// writes word 1.
 #[unsafe(no_mangle)]
 static svm_probe_page: ProbePage = ProbePage::new();
+/// The ports the guest uses, what it writes, and what the host answers to its IN.
+const OUT_PORT: u16 = 0x80;
+const OUT_VALUE: u8 = 0x42;
+const IN_PORT: u16 = 0x81;
+const IN_VALUE: u8 = 0x99;
+
 /// What the host puts in word 0 of the probe page, and what the guest writes to word 1.
 const PROBE_PATTERN: u64 = 0x5052_4F42_455F_5244;
 const GUEST_PROBE_WRITE: u64 = 0x5752_4954_455F_4F4B;
@@ -285,7 +299,10 @@ pub fn run() -> ! {
     guest.set_gdtr(Segment::table(gdtr.base.as_u64(), gdtr.limit));
     guest.set_idtr(Segment::table(idtr.base.as_u64(), idtr.limit));
     let mut intercepts = Intercepts::baseline();
-    intercepts.misc1 |= MiscIntercepts1::CPUID;
+    intercepts.misc1 |= MiscIntercepts1::CPUID | MiscIntercepts1::IOIO_PROT;
+    if let Err(e) = iopm.set_range(OUT_PORT..=IN_PORT, true) {
+        fail("iopm", 0, format_args!("{e}"));
+    }
     intercepts.misc2 |= MiscIntercepts2::VMRUN | MiscIntercepts2::VMMCALL;
     guest.set_intercepts(intercepts);
     guest.set_iopm_base_pa(PhysAddr::new(addr(iopm)));
@@ -394,6 +411,7 @@ pub fn run() -> ! {
     let mut exits = 0u64;
     let mut cpuid_exits = 0u64;
     let mut nested_faults = 0u64;
+    let mut io_exits = 0u64;
     loop {
         // SAFETY: SVM is enabled; the VMCBs are statics at the given addresses; the guest shares
         // the host's identity-mapped memory and only runs the code above.
@@ -439,6 +457,33 @@ pub fn run() -> ! {
                 }
                 cpuid_exits += 1;
                 guest.skip_instruction(rip + CPUID_LENGTH);
+            }
+            ExitCode::IOIO => {
+                let decoded = guest.control().decode_exit();
+                let Ok(Exit::Io(io)) = decoded else {
+                    fail("ioio decode", exits, format_args!("{decoded:?}"))
+                };
+                let plain = io.size().bytes() == 1 && !io.is_string() && !io.is_rep();
+                let next = io.next_rip();
+                // EXITINFO2 holds the next RIP even without NRIP save; with it, nRIP agrees.
+                let next_ok = next == rip + 1 && (!nrip || next_rip == next);
+                let al = guest.save().rax() as u8;
+                match (io.is_in(), io.port()) {
+                    (false, OUT_PORT) => check(
+                        "out exit",
+                        plain && next_ok && al == OUT_VALUE,
+                        exits,
+                        format_args!("{io:?}, AL {al:#x}"),
+                    ),
+                    (true, IN_PORT) => {
+                        check("in exit", plain && next_ok, exits, format_args!("{io:?}"));
+                        let rax = guest.save().rax();
+                        guest.set_rax((rax & !0xFF) | u64::from(IN_VALUE));
+                    }
+                    _ => fail("unexpected port I/O", exits, format_args!("{io:?}")),
+                }
+                io_exits += 1;
+                guest.skip_instruction(next);
             }
             ExitCode::NPF => {
                 let decoded = guest.control().decode_exit();
@@ -511,15 +556,22 @@ pub fn run() -> ! {
                     exits,
                     format_args!("read {:#x}, wrote {probe_write:#x}", regs.r9),
                 );
+                check(
+                    "guest saw the host's IN answer",
+                    regs.r11 == u64::from(IN_VALUE),
+                    exits,
+                    format_args!("{:#x}", regs.r11),
+                );
                 let expected_faults = u64::from(npt.is_some());
                 check(
                     "exit sequence",
-                    exits == 2 + expected_faults
+                    exits == 4 + expected_faults
                         && cpuid_exits == 1
+                        && io_exits == 2
                         && nested_faults == expected_faults,
                     exits,
                     format_args!(
-                        "{exits} exits, {cpuid_exits} CPUID, {nested_faults} nested page faults"
+                        "{exits} exits: {io_exits} I/O, {cpuid_exits} CPUID, {nested_faults} nested page faults, 1 VMMCALL"
                     ),
                 );
                 break;
