@@ -23,28 +23,46 @@
 //!   table memory over a host allocation.
 //!
 //! # Example: an identity EPT, its EPTP, and a guest-virtual translation
+//! On a real host the [`FrameAllocator`] and [`TableMemory`] come from the kernel (frames and a
+//! direct map); here `HostArena` (feature `host`) plays both parts and also serves as the
+//! [`PhysMemory`] the walker reads.
 //! ```
 //! # #[cfg(feature = "host")] {
 //! use hvkit_paging::{
-//!     Access, EptAttrs, EptCapabilities, EptTable, GuestPagingState, GuestPhysAddr, GuestVirtAddr,
-//!     HostArena, HostPhysAddr, MemoryType, Nested, TableConfig, Walker,
+//!     Access, EptAttrs, EptCapabilities, EptTable, GuestPagingState, GuestPhysAddr, GuestTable,
+//!     GuestVirtAddr, HostArena, HostPhysAddr, LongMode, MemoryType, Nested, PageSize, TableConfig,
+//!     Walker, X86Attrs,
 //! };
+//! use x86_64::structures::paging::PageTableFlags as F;
 //!
-//! let arena = HostArena::new(64);
+//! let arena = HostArena::new(64); // 64 frames posing as host memory at 1 GiB
+//! // What IA32_VMX_EPT_VPID_CAP reported (hvkit-vmx converts its snapshot into this).
 //! let caps = EptCapabilities { page_walk_4: true, write_back: true, accessed_dirty: true,
 //!     pages_2m: true, pages_1g: true, ..EptCapabilities::default() };
-//! // Identity-map the first 4 GiB with 1 GiB pages.
+//!
+//! // Identity-map the first 4 GiB: four 1 GiB pages, two table frames.
 //! let mut ept = EptTable::new(&arena, caps.table_config(4, 39).unwrap()).unwrap();
 //! ept.map(GuestPhysAddr::ZERO, HostPhysAddr::ZERO, 4 << 30, EptAttrs::RWX_WB).unwrap().ignore();
-//! assert_eq!(ept.table_frames(), 2); // PML4 + one PDPT
+//! assert_eq!(ept.table_frames(), 2);
 //! let eptp = caps.eptp(ept.root(), 4, MemoryType::WRITE_BACK, true).unwrap();
 //! assert_eq!(eptp.page_walk_length(), 4);
 //!
-//! // A guest with paging off: guest-virtual = guest-physical, then through EPT.
+//! // The guest's own 4-level table: GVA 0x40_0000 -> GPA 0x1234_5000.
+//! let mut guest = GuestTable::<LongMode, _>::new(&arena, TableConfig::new(4)).unwrap();
+//! let rw = X86Attrs::new(F::PRESENT | F::WRITABLE);
+//! guest.map(GuestVirtAddr::new(0x40_0000), GuestPhysAddr::new_truncate(0x1234_5000), 0x1000, rw)
+//!     .unwrap().ignore();
+//!
+//! // Walk both dimensions: guest tables (read through EPT), then the final GPA through EPT.
 //! let walker = Walker::new(&arena, Nested::Ept { eptp, mode_based_execute: false });
-//! let t = walker.translate(&GuestPagingState::real_mode(), GuestVirtAddr::new(0x1234),
-//!     Access::read()).unwrap();
-//! assert_eq!(t.host_phys, HostPhysAddr::new_truncate(0x1234));
+//! let regs = GuestPagingState::long_mode(guest.root().as_u64());
+//! let t = walker.translate(&regs, GuestVirtAddr::new(0x40_0abc), Access::write()).unwrap();
+//! assert_eq!(t.host_phys, HostPhysAddr::new_truncate(0x1234_5abc));
+//! assert_eq!(t.page_size, PageSize::Size4K);
+//!
+//! // A user-mode write to this supervisor page is a guest #PF (P | W | U).
+//! assert!(walker.translate(&regs, GuestVirtAddr::new(0x40_0000), Access::write().as_user()).is_err());
+//! guest.free_all();
 //! ept.free_all();
 //! # }
 //! ```

@@ -370,3 +370,52 @@ fn iteration_is_ordered_and_complete() {
     assert_eq!(v, [0x3000, G + M2, 5 * G, 0x7f_ffff_f000]);
     t.free_all();
 }
+
+#[test]
+fn single_page_cache_survives_unmap_merge_and_rollback() {
+    let arena = HostArena::new(32);
+    let mut t = EptTable::new(&arena, huge_cfg(4)).unwrap();
+    for i in 0..4 {
+        t.map(gpa(0x20_0000 + i * K4), hpa(0x40_0000 + i * K4), K4, rw())
+            .unwrap()
+            .ignore();
+    }
+    assert_eq!(t.table_frames(), 4);
+    // Unmapping frees the cached page table; the next single-page map must build a new one.
+    t.unmap(gpa(0x20_0000), M2).unwrap().ignore();
+    assert_eq!(t.table_frames(), 1);
+    t.map(gpa(0x20_5000), hpa(0x5000), K4, rw())
+        .unwrap()
+        .ignore();
+    assert_eq!(t.translate_addr(gpa(0x20_5008)), Some(hpa(0x5008)));
+    assert_eq!(t.table_frames(), 4);
+    // Fill the 2 MiB region uniformly, merge it away, then map next to it.
+    t.unmap(gpa(0x20_5000), K4).unwrap().ignore();
+    for i in 0..512 {
+        t.map(gpa(0x20_0000 + i * K4), hpa(0x60_0000 + i * K4), K4, rw())
+            .unwrap()
+            .ignore();
+    }
+    let (f, n) = t.merge(gpa(0), G).unwrap();
+    f.ignore();
+    assert_eq!(n, 1);
+    assert_eq!(
+        t.translate(gpa(0x20_0000)).map(|m| m.size),
+        Some(PageSize::Size2M)
+    );
+    assert_eq!(
+        t.map(gpa(0x20_1000), hpa(0), K4, rw()),
+        Err(MapError::Overlap(0x20_1000))
+    );
+    // A failed single-page map frees exactly the tables it created.
+    arena.fail_after(Some(1));
+    let before = snap(&t);
+    assert_eq!(
+        t.map(gpa(5 * G), hpa(0), K4, rw()),
+        Err(MapError::OutOfFrames)
+    );
+    assert_eq!(before, snap(&t));
+    arena.fail_after(None);
+    t.free_all();
+    assert_eq!(arena.live_frames(), 0);
+}
