@@ -181,7 +181,8 @@ impl Outcome {
         )
     }
 
-    /// The summary line, and on failure the reason and the paths of the logs.
+    /// The summary line, and on failure the reason (continuation lines indented) and the paths
+    /// of the logs.
     #[must_use]
     pub fn report(&self) -> String {
         if self.pass {
@@ -190,7 +191,7 @@ impl Outcome {
             format!(
                 "{}\n  reason: {}\n  serial: {}\n  emulator log: {}",
                 self.line(),
-                self.reason,
+                self.reason.replace('\n', "\n    "),
                 self.serial.display(),
                 self.emulator_log.display()
             )

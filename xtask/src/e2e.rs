@@ -115,12 +115,10 @@ fn ensure_debian_packages() -> Result {
     )
 }
 
-/// Whether a line of the test output belongs to the per-run summary.
-fn is_summary(line: &str) -> bool {
-    line.starts_with("e2e ")
-        || line.starts_with("  reason: ")
-        || line.starts_with("  serial: ")
-        || line.starts_with("  emulator log: ")
+/// Whether a line of the test output belongs to the per-run summary: the `e2e …` line and, under
+/// a failed one, its indented details (reason, log paths).
+fn is_summary(line: &str, after_summary: bool) -> bool {
+    line.starts_with("e2e ") || (after_summary && line.starts_with("  "))
 }
 
 /// Formatting and clippy for `examples/baremetal`, which is its own workspace (bare-metal target
@@ -200,8 +198,10 @@ pub(crate) fn run(filter: Option<&str>) -> Result {
     let mut runs = 0;
     let mut failed_runs = 0;
     if let Some(out) = child.stdout.take() {
+        let mut after_summary = false;
         for line in BufReader::new(out).lines().map_while(std::io::Result::ok) {
-            if is_summary(&line) {
+            after_summary = is_summary(&line, after_summary);
+            if after_summary {
                 runs += usize::from(line.starts_with("e2e "));
                 failed_runs += usize::from(line.starts_with("e2e ") && line.contains(" FAIL "));
                 println!("{line}");
