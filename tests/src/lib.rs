@@ -313,10 +313,52 @@ fn log_file(path: &Path) -> io::Result<Stdio> {
     Ok(Stdio::from(fs::File::create(path)?))
 }
 
+/// Keeps other processes (say, two `cargo xtask test` at once) out of a run folder: a lock
+/// directory next to it, created atomically and removed on drop. A lock older than three run
+/// timeouts is taken to be left over from a killed process.
+#[derive(Debug)]
+struct RunLock(PathBuf);
+
+impl RunLock {
+    fn acquire(path: PathBuf) -> io::Result<Self> {
+        let start = Instant::now();
+        loop {
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(Self(path)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let age = fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .unwrap_or_default();
+                    if age > RUN_TIMEOUT * 3 {
+                        let _ = fs::remove_dir(&path);
+                    } else if start.elapsed() > RUN_TIMEOUT * 3 {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{} is held by another run", path.display()),
+                        ));
+                    } else {
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
 /// Runs one case and judges it. Never panics: every problem is a failed [`Outcome`].
 #[must_use]
 pub fn run(case: &Case) -> Outcome {
-    let dir = workspace_root().join("target/e2e").join(case.id());
+    let runs = workspace_root().join("target/e2e");
+    let dir = runs.join(case.id());
     let serial = dir.join("serial.txt");
     let emulator_log = dir.join(match case.emulator {
         Emulator::Bochs { .. } => "bochs.log",
@@ -331,6 +373,15 @@ pub fn run(case: &Case) -> Outcome {
         serial: serial.clone(),
         emulator_log: emulator_log.clone(),
         serial_text: String::new(),
+    };
+    let lock = fs::create_dir_all(&runs)
+        .and_then(|()| RunLock::acquire(runs.join(format!("{}.lock", case.id()))));
+    let _lock = match lock {
+        Ok(lock) => lock,
+        Err(e) => {
+            outcome.fail(format!("locking the run folder: {e}"));
+            return outcome;
+        }
     };
     let ran = prepare(case, &dir).and_then(|kernel| match case.emulator {
         Emulator::Bochs { cpu_model, .. } => run_bochs(&dir, cpu_model),
