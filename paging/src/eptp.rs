@@ -157,6 +157,26 @@ impl EptCapabilities {
     }
 }
 
+impl EptCapabilities {
+    /// [`Self::eptp`] for a built table (root and depth taken from it).
+    ///
+    /// # Errors
+    /// As [`Self::eptp`].
+    pub fn eptp_for<C: crate::memory::FrameAllocator>(
+        &self,
+        table: &crate::table::EptTable<C>,
+        memory_type: MemoryType,
+        accessed_dirty: bool,
+    ) -> Result<Eptp, EptpError> {
+        self.eptp(
+            table.root(),
+            table.config().levels,
+            memory_type,
+            accessed_dirty,
+        )
+    }
+}
+
 /// An EPT pointer (SDM Vol. 3C 25.6.11, Table 25-9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(transparent)]
@@ -240,6 +260,19 @@ impl NptCapabilities {
             return Err(EptpError::BadRoot(root));
         }
         Ok(NestedCr3(root.as_u64()))
+    }
+}
+
+impl NptCapabilities {
+    /// [`Self::ncr3`] for a built nested table (root and depth taken from it).
+    ///
+    /// # Errors
+    /// As [`Self::ncr3`].
+    pub fn ncr3_for<C: crate::memory::FrameAllocator>(
+        &self,
+        table: &crate::table::NptTable<C>,
+    ) -> Result<NestedCr3, EptpError> {
+        self.ncr3(table.root(), table.config().levels)
     }
 }
 
@@ -329,6 +362,29 @@ mod tests {
             .check_attrs(&x),
             Ok(())
         );
+    }
+
+    #[test]
+    fn from_tables() {
+        let arena = crate::HostArena::new(8);
+        let c = caps();
+        let t = crate::EptTable::new(&arena, c.table_config(4, 39).unwrap()).unwrap();
+        assert_eq!(
+            c.eptp_for(&t, MemoryType::WRITE_BACK, false)
+                .map(|e| e.root()),
+            Ok(t.root())
+        );
+        let n = NptCapabilities {
+            nested_paging: true,
+            host_la57: true,
+            pages_1g: false,
+            phys_bits: 48,
+        };
+        let nt = crate::NptTable::new(&arena, n.table_config().unwrap()).unwrap();
+        assert_eq!(n.ncr3_for(&nt), Ok(NestedCr3(nt.root().as_u64())));
+        assert_eq!(nt.config().levels, 5);
+        t.free_all();
+        nt.free_all();
     }
 
     #[test]
