@@ -10,6 +10,8 @@ use hvkit_vmx::capabilities::{ControlsRequest, EptVpidCap, VmxCapabilities};
 use hvkit_vmx::controls::{
     EntryControls, ExitControls, PrimaryControls, SecondaryControls, TertiaryControls,
 };
+use hvkit_vmx::fields::{self, FieldEncoding};
+use hvkit_vmx::vmcs::{SoftVmcs, VmcsRead};
 
 const SKYLAKE: &str = include_str!("../fixtures/bochs-corei7_skylake_x.msrs");
 const PENRYN: &str = include_str!("../fixtures/bochs-core2_penryn_t9600.msrs");
@@ -144,4 +146,56 @@ fn penryn_has_vmx_without_ept() {
         adjusted.primary & PrimaryControls::ACTIVATE_SECONDARY_CONTROLS.bits(),
         0
     );
+}
+
+/// The fields Bochs lacks, from `tests/fixtures/bochs-<model>.vmcs-unsupported`.
+fn unsupported_fields(text: &str) -> Vec<FieldEncoding> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("vmcs-unsupported "))
+        .map(|l| {
+            let encoding = l.split_whitespace().next().unwrap();
+            FieldEncoding(u32::from_str_radix(encoding.trim_start_matches("0x"), 16).unwrap())
+        })
+        .collect()
+}
+
+/// A software VMCS that models Bochs's field set answers like the emulator did: error 12 for
+/// exactly the fields the e2e sweep found missing.
+#[test]
+fn soft_vmcs_models_the_bochs_field_sets() {
+    for (text, msrs, supported) in [
+        (
+            include_str!("../fixtures/bochs-corei7_skylake_x.vmcs-unsupported"),
+            SKYLAKE,
+            151,
+        ),
+        (
+            include_str!("../fixtures/bochs-core2_penryn_t9600.vmcs-unsupported"),
+            PENRYN,
+            122,
+        ),
+    ] {
+        let missing = unsupported_fields(text);
+        assert_eq!(missing.len() + supported, fields::ALL.len());
+        let mut soft = SoftVmcs::new();
+        for encoding in &missing {
+            soft.set_supported(*encoding, false).unwrap();
+        }
+        for info in fields::ALL {
+            let result = soft.read_raw(info.encoding);
+            if missing.contains(&info.encoding) {
+                assert!(
+                    result.unwrap_err().is_unsupported_component(),
+                    "{}",
+                    info.ident
+                );
+            } else {
+                // Supported but never written: unset, not unsupported.
+                assert!(!result.is_err_and(|e| e.is_unsupported_component()));
+            }
+        }
+        // Bochs reports the highest index it uses; none of its fields go beyond it.
+        let max = capabilities_of(msrs).vmcs_max_index;
+        assert_eq!(max, 0x1a);
+    }
 }

@@ -53,6 +53,11 @@ fn compare_with_fixture(outcome: &mut Outcome, prefix: &str, fixture: &str) {
 fn smoke_vmx_bochs() {
     let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_SKYLAKE));
     compare_with_fixture(&mut outcome, "msr ", "bochs-corei7_skylake_x.msrs");
+    compare_with_fixture(
+        &mut outcome,
+        "vmcs-unsupported ",
+        "bochs-corei7_skylake_x.vmcs-unsupported",
+    );
     finish(&outcome);
 }
 
@@ -62,6 +67,11 @@ fn smoke_vmx_bochs() {
 fn smoke_vmx_bochs_penryn() {
     let mut outcome = hvkit_e2e::run(&Case::new("smoke", Vendor::Vmx, Emulator::BOCHS_PENRYN));
     compare_with_fixture(&mut outcome, "msr ", "bochs-core2_penryn_t9600.msrs");
+    compare_with_fixture(
+        &mut outcome,
+        "vmcs-unsupported ",
+        "bochs-core2_penryn_t9600.vmcs-unsupported",
+    );
     finish(&outcome);
 }
 

@@ -714,7 +714,6 @@ fn field_sweep(vmcs: &CurrentVmcs, caps: &VmxCapabilities) {
     let mut supported = 0usize;
     let mut unsupported = 0usize;
     let mut above_enum = 0usize;
-    println!("fields the processor lacks:");
     for info in fields::ALL {
         match vmcs.read_raw(info.encoding) {
             Ok(_) => {
@@ -727,7 +726,7 @@ fn field_sweep(vmcs: &CurrentVmcs, caps: &VmxCapabilities) {
             }
             Err(e) if e.is_unsupported_component() => {
                 unsupported += 1;
-                println!("  {} ({:#06x})", info.ident, info.encoding.0);
+                println!("vmcs-unsupported {:#06x} {}", info.encoding.0, info.ident);
             }
             Err(e) => fail("field sweep", format_args!("{}: {e}", info.ident)),
         }
