@@ -569,6 +569,18 @@ mod tests {
     }
 
     #[test]
+    fn run_lock_is_released_on_drop() {
+        let path = std::env::temp_dir().join(format!("hvkit-e2e-lock-{}", std::process::id()));
+        let lock = RunLock::acquire(path.clone());
+        assert!(lock.is_ok() && path.is_dir());
+        drop(lock);
+        assert!(!path.exists());
+        // Released, it can be taken again.
+        let again = RunLock::acquire(path.clone());
+        assert!(again.is_ok());
+    }
+
+    #[test]
     fn summary_line_format() {
         let outcome = Outcome {
             case: Case::new("smoke", Vendor::Svm, Emulator::QEMU),
