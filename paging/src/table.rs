@@ -342,6 +342,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     /// # Errors
     /// [`MapError`] for misalignment, reach, MAXPHYADDR, invalid attributes, overlap with an existing
     /// mapping, or allocator exhaustion. On error the table is exactly as before.
+    #[inline]
     pub fn map(&mut self, virt: I, phys: O, len: u64, attrs: F::Attrs) -> Result<Flush, MapError> {
         self.map_with_max(virt, phys, len, attrs, PageSize::Size1G)
     }
@@ -350,6 +351,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     ///
     /// # Errors
     /// As for [`map`](Self::map).
+    #[inline]
     pub fn map_with_max(
         &mut self,
         virt: I,
@@ -359,6 +361,41 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
         max_page: PageSize,
     ) -> Result<Flush, MapError> {
         F::check_attrs(&attrs).map_err(MapError::InvalidAttributes)?;
+        // Fastest path: one page inside the page table the previous single-page map used. A key
+        // match proves the address is within reach; linear addresses must also be in the lower
+        // canonical half (the upper half is stored masked and takes the general path).
+        if len == 0x1000 {
+            if let Some((key, pt)) = self.last_pt {
+                let (va, pa) = (virt.to_u64(), phys.to_u64());
+                let lower_half = !I::VIRTUAL || va >> (self.reach_bits() - 1) == 0;
+                let out_bits = u32::from(self.cfg.phys_bits).min(F::MAX_OUTPUT_BITS);
+                if va >> Self::shift(2) == key
+                    && lower_half
+                    && (va | pa) & 0xfff == 0
+                    && pa >> out_bits == 0
+                {
+                    let i = self.index(1, va);
+                    if F::decode(self.read(pt, i), 1) != Entry::Absent {
+                        return Err(MapError::Overlap(va));
+                    }
+                    self.write(pt, i, F::leaf(pa, &attrs, 1));
+                    return Ok(self.flush(va, len));
+                }
+            }
+        }
+        self.map_general(virt, phys, len, attrs, max_page)
+    }
+
+    /// Everything but the cached single-page case (kept out of line so that case stays small).
+    #[inline(never)]
+    fn map_general(
+        &mut self,
+        virt: I,
+        phys: O,
+        len: u64,
+        attrs: F::Attrs,
+        max_page: PageSize,
+    ) -> Result<Flush, MapError> {
         let (start, end) = self.input_range(virt.to_u64(), len)?;
         let pa = phys.to_u64();
         self.output_range(pa, len)?;
