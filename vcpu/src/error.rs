@@ -24,6 +24,13 @@ pub enum Unsupported {
     /// The processor refused a VM-execution control this crate needs.
     #[error("the processor lacks a required VMX control")]
     VmxControls,
+    /// SVM without NRIP save: the length of the intercepted instruction is not fixed (MOV CR,
+    /// INVLPG, prefixed forms) and guest-instruction decoding is not implemented.
+    #[error("cannot tell the length of the intercepted instruction without NRIP save")]
+    InstructionLength,
+    /// SVM without nested paging (shadow paging is not implemented).
+    #[error("AMD-V without nested paging")]
+    NoNestedPaging,
     /// The operation is not available on this target (not x86-64).
     #[error("not available on this target")]
     Target,

@@ -84,6 +84,10 @@ pub struct CrPolicy {
     pub cr4_fixed: FixedBits,
     /// "Unrestricted guest" is on: CR0.PE and CR0.PG are free.
     pub unrestricted: bool,
+    /// More CR0 bits the host owns (writes that change them exit; reads see the shadow).
+    pub extra_cr0_mask: u64,
+    /// More CR4 bits the host owns.
+    pub extra_cr4_mask: u64,
 }
 
 impl CrPolicy {
@@ -94,13 +98,13 @@ impl CrPolicy {
         if self.unrestricted {
             fixed &= !(CR0_PE | CR0_PG);
         }
-        fixed & 0xffff_ffff
+        (fixed | self.extra_cr0_mask) & 0xffff_ffff
     }
 
     /// The CR4 guest/host mask: the fixed bits (VMXE among them).
     #[must_use]
     pub fn cr4_mask(&self) -> u64 {
-        (self.cr4_fixed.fixed0 | !self.cr4_fixed.fixed1) & 0xffff_ffff
+        (self.cr4_fixed.fixed0 | !self.cr4_fixed.fixed1 | self.extra_cr4_mask) & 0xffff_ffff
     }
 
     /// The value the processor runs with when the guest wants `cr0`.
@@ -313,6 +317,30 @@ impl<V: VmcsWrite> VmxCore<V> {
         self.vmcs.write(control::CR4_READ_SHADOW, cr4)?;
         self.put(Lazy::Cr4, self.cr.cr4_actual(cr4));
         Ok(())
+    }
+
+    /// Makes the host own more CR0/CR4 bits (guest writes that change them exit as
+    /// [`ExitKind::CrAccess`]; guest reads see the current values through the read shadows).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn set_cr_masks(&mut self, extra_cr0: u64, extra_cr4: u64) -> Result<(), VcpuError> {
+        let (cr0, cr4) = (self.cr0()?, self.cr4()?);
+        self.cr.extra_cr0_mask = extra_cr0;
+        self.cr.extra_cr4_mask = extra_cr4;
+        self.vmcs
+            .write(control::CR0_GUEST_HOST_MASK, self.cr.cr0_mask())?;
+        self.vmcs
+            .write(control::CR4_GUEST_HOST_MASK, self.cr.cr4_mask())?;
+        self.vmcs.write(control::CR0_READ_SHADOW, cr0)?;
+        self.vmcs.write(control::CR4_READ_SHADOW, cr4)?;
+        Ok(())
+    }
+
+    /// The CR0/CR4 policy.
+    #[must_use]
+    pub fn cr_policy(&self) -> CrPolicy {
+        self.cr
     }
 
     /// Guest IA32_EFER (read each time; not cached).

@@ -6,6 +6,8 @@
 //! - `switch` (x86-64): the world switch.
 
 pub mod core;
+#[cfg(target_arch = "x86_64")]
+pub mod hardware;
 pub mod setup;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod switch;

@@ -60,6 +60,7 @@ fn core_for(state: &GuestState) -> VmxCore<Counting<SoftVmcs>> {
         cr0_fixed: caps.cr0_fixed,
         cr4_fixed: caps.cr4_fixed,
         unrestricted: true,
+        ..CrPolicy::default()
     };
     let layout = VmcsLayout {
         controls,
@@ -498,7 +499,13 @@ fn xcr0_rules() {
 #[test]
 fn vmcs_traffic() {
     type Handler = fn(&mut VmxCore<Counting<SoftVmcs>>);
-    type Row<'a> = (&'a str, u32, &'a [(FieldEncodingOf, u64)], Handler, VmcsCounts);
+    type Row<'a> = (
+        &'a str,
+        u32,
+        &'a [(FieldEncodingOf, u64)],
+        Handler,
+        VmcsCounts,
+    );
     let rows: [Row<'_>; 12] = [
         (
             "CPUID (leaf 0)",

@@ -1,0 +1,506 @@
+//! [`Vcpu`]: one virtual CPU on Intel VT-x or AMD-V, picked from CPUID at run time.
+//!
+//! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
+//! Number 325462-086US, December 2024, Vol. 2A "CPUID" (vendor string in leaf 0, VMX in
+//! CPUID.1:ECX\[5\]); AMD64 Architecture Programmer's Manual Volume 2: System Programming,
+//! Publication No. 24593, Revision 3.42, March 2024, 15.4 "Enabling SVM" (CPUID
+//! Fn8000_0001_ECX\[SVM\]).
+// UNSAFETY: `Vcpu::new` and `Vcpu::map_ram_at` are `unsafe fn`s that pass their obligations on to
+// the backends; nothing else here is unsafe.
+#![expect(
+    unsafe_code,
+    reason = "declares the unsafe constructor and RAM mapping and forwards their obligations"
+)]
+
+use hvkit_paging::{GuestPhysAddr, HostPhysAddr};
+use raw_cpuid::CpuIdResult;
+use raw_cpuid::native_cpuid::cpuid_count;
+
+use crate::cpuid::{CpuidPolicy, Vendor};
+use crate::error::{Unsupported, VcpuError};
+use crate::event::Event;
+use crate::exit::Exit;
+use crate::memory::{MemoryMap, Region, RegionKind};
+use crate::platform::{OwnedFrames, Platform};
+use crate::regs::GuestRegisters;
+use crate::state::GuestState;
+use crate::vmx::hardware::VmxVcpu;
+
+/// How many RAM runs [`Vcpu::add_ram`] keeps.
+pub const MAX_OWNED_RAM: usize = 8;
+
+/// How to build a vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VcpuConfig {
+    /// The initial register state.
+    pub state: GuestState,
+    /// Guest-physical regions known at creation (more RAM: [`Vcpu::add_ram`]).
+    pub memory: MemoryMap,
+    /// The VPID (VMX) or ASID (SVM) of this vCPU; 0 means none on VMX (every entry flushes the
+    /// TLB) and is replaced by 1 on SVM, where ASID 0 is the host's.
+    pub vpid: u16,
+    /// Take external interrupts as exits ([`crate::ExitKind::ExternalInterrupt`]) instead of
+    /// delivering them straight to the guest.
+    pub external_interrupt_exiting: bool,
+    /// Exceptions that exit (bit n = vector n).
+    pub exception_bitmap: u32,
+    /// Added to the guest's TSC reads.
+    pub tsc_offset: i64,
+}
+
+impl VcpuConfig {
+    /// A configuration for `state` with no memory, VPID/ASID 1, no intercepted exceptions.
+    #[must_use]
+    pub fn new(state: GuestState) -> Self {
+        Self {
+            state,
+            memory: MemoryMap::new(),
+            vpid: 1,
+            external_interrupt_exiting: false,
+            exception_bitmap: 0,
+            tsc_offset: 0,
+        }
+    }
+}
+
+/// The virtualization extension this processor has.
+#[must_use]
+pub fn detect_vendor() -> Option<Vendor> {
+    let leaf0 = cpuid_count(0, 0);
+    let vendor = [leaf0.ebx, leaf0.edx, leaf0.ecx];
+    let intel = vendor == [0x756e_6547, 0x4965_6e69, 0x6c65_746e]; // "GenuineIntel"
+    let amd = vendor == [0x6874_7541, 0x6974_6e65, 0x444d_4163]; // "AuthenticAMD"
+    if intel && cpuid_count(1, 0).ecx & (1 << 5) != 0 {
+        return Some(Vendor::Intel);
+    }
+    let ext_max = cpuid_count(0x8000_0000, 0).eax;
+    if amd && ext_max >= 0x8000_0001 && cpuid_count(0x8000_0001, 0).ecx & (1 << 2) != 0 {
+        return Some(Vendor::Amd);
+    }
+    None
+}
+
+#[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one backend per vCPU, built once; no allocator to box it in"
+)]
+enum Backend<'p, P: Platform + ?Sized> {
+    Vmx(VmxVcpu<'p, P>),
+    Svm(crate::svm::hardware::SvmVcpu<'p, P>),
+}
+
+/// A virtual CPU. See the crate documentation for the run loop.
+///
+/// It is bound to the processor that created it (not `Send`): VMX keeps the VMCS current on that
+/// processor, SVM its host save area.
+#[derive(Debug)]
+pub struct Vcpu<'p, P: Platform + ?Sized> {
+    platform: &'p P,
+    map: MemoryMap,
+    backend: Backend<'p, P>,
+    ram: [Option<OwnedFrames<'p, P>>; MAX_OWNED_RAM],
+    exits: u64,
+}
+
+macro_rules! dispatch {
+    ($self:ident, $b:ident => $e:expr) => {
+        match &mut $self.backend {
+            Backend::Vmx($b) => $e,
+            Backend::Svm($b) => $e,
+        }
+    };
+}
+
+impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
+    /// Enables VMX or SVM on this processor and builds a vCPU for `config`, with EPT or nested
+    /// paging mapping the RAM regions of `config.memory`.
+    ///
+    /// # Errors
+    /// [`VcpuError::Unsupported`] without VT-x/AMD-V (or EPT/NPT, or unrestricted guest for an
+    /// unpaged state), the enabling step that failed, or [`VcpuError::OutOfMemory`].
+    ///
+    /// # Safety
+    /// - CPL 0 in 64-bit mode, on the processor that will run this vCPU, which the caller does
+    ///   not leave while the vCPU lives (it is dropped there too);
+    /// - nothing else uses VMX or SVM on this processor, and only one vCPU exists per processor;
+    /// - the host's GDT is readable at its linear address, and the host's segment, descriptor
+    ///   table, CR and MSR state at the time of this call stays the same while the vCPU lives
+    ///   (VM exits restore it from what was captured here);
+    /// - the guest may use every I/O port and MSR that is not intercepted (by default, all but
+    ///   the VMX capability MSRs): the caller accepts what the guest can do with the devices
+    ///   (including DMA into host memory) and MSRs it reaches.
+    pub unsafe fn new(platform: &'p P, config: &VcpuConfig) -> Result<Self, VcpuError> {
+        let backend = match detect_vendor() {
+            Some(Vendor::Intel) => {
+                // SAFETY: the caller's obligations are those of the backends.
+                let vmx = unsafe { VmxVcpu::new(platform, config, &config.memory) }?;
+                Backend::Vmx(vmx)
+            }
+            // SAFETY: as above.
+            Some(Vendor::Amd) => Backend::Svm(unsafe {
+                crate::svm::hardware::SvmVcpu::new(platform, config, &config.memory)
+            }?),
+            None => return Err(Unsupported::NoVirtualization.into()),
+        };
+        Ok(Self {
+            platform,
+            map: config.memory,
+            backend,
+            ram: [const { None }; MAX_OWNED_RAM],
+            exits: 0,
+        })
+    }
+
+    /// Intel or AMD.
+    #[must_use]
+    pub fn vendor(&self) -> Vendor {
+        match self.backend {
+            Backend::Vmx(_) => Vendor::Intel,
+            Backend::Svm(_) => Vendor::Amd,
+        }
+    }
+
+    /// Runs the guest until its next exit.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`] if the VMCS cannot be accessed, [`VcpuError::InvalidEvent`] for a
+    /// queued event the hardware cannot carry. A failed VM entry is not an error: it is the exit
+    /// [`crate::ExitKind::EntryFailure`].
+    pub fn run(&mut self) -> Result<Exit, VcpuError> {
+        self.exits += 1;
+        dispatch!(self, b => b.run())
+    }
+
+    /// Exits so far (calls to [`run`](Self::run)).
+    #[must_use]
+    pub fn exit_count(&self) -> u64 {
+        self.exits
+    }
+
+    /// The guest GPRs (RSP: [`rsp`](Self::rsp)).
+    pub fn regs(&mut self) -> &mut GuestRegisters {
+        dispatch!(self, b => &mut b.core.regs)
+    }
+
+    /// The CPUID policy (what the guest sees).
+    pub fn cpuid_policy(&mut self) -> &mut CpuidPolicy {
+        dispatch!(self, b => &mut b.core.cpuid)
+    }
+
+    /// Guest RIP.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn rip(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.rip())
+    }
+
+    /// Sets guest RIP.
+    pub fn set_rip(&mut self, rip: u64) {
+        dispatch!(self, b => b.core.set_rip(rip));
+    }
+
+    /// Guest RSP.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn rsp(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.rsp())
+    }
+
+    /// Sets guest RSP.
+    pub fn set_rsp(&mut self, rsp: u64) {
+        dispatch!(self, b => b.core.set_rsp(rsp));
+    }
+
+    /// Guest RFLAGS.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn rflags(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.rflags())
+    }
+
+    /// Sets guest RFLAGS.
+    pub fn set_rflags(&mut self, rflags: u64) {
+        dispatch!(self, b => b.core.set_rflags(rflags));
+    }
+
+    /// Guest CR0 as the guest sees it.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn cr0(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.cr0())
+    }
+
+    /// Guest CR3.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn cr3(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.cr3())
+    }
+
+    /// Guest CR4 as the guest sees it.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn cr4(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.cr4())
+    }
+
+    /// Guest EFER.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn efer(&mut self) -> Result<u64, VcpuError> {
+        dispatch!(self, b => b.core.efer())
+    }
+
+    /// Moves RIP past the instruction that exited (ending an STI/MOV SS shadow).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn skip_instruction(&mut self) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.skip_instruction())
+    }
+
+    /// Queues an event for the guest (delivered when the guest allows it).
+    pub fn inject(&mut self, event: Event) {
+        dispatch!(self, b => b.core.inject(event));
+    }
+
+    /// Answers a CPUID exit through the policy with this processor's CPUID.
+    ///
+    /// # Errors
+    /// [`VcpuError::WrongExit`], [`VcpuError::Vmcs`].
+    pub fn complete_cpuid(&mut self) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.complete_cpuid(host_cpuid))
+    }
+
+    /// Answers a hypercall with `result` in RAX.
+    ///
+    /// # Errors
+    /// [`VcpuError::WrongExit`], [`VcpuError::Vmcs`].
+    pub fn complete_hypercall(&mut self, result: u64) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.complete_hypercall(result))
+    }
+
+    /// Answers IN with `value` (or completes OUT) and moves past the instruction.
+    ///
+    /// # Errors
+    /// [`VcpuError::WrongExit`] (also for INS/OUTS), [`VcpuError::Vmcs`].
+    pub fn complete_io(&mut self, value: u32) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.complete_io(value))
+    }
+
+    /// Answers RDMSR with `value` (or completes WRMSR) and moves past the instruction.
+    ///
+    /// # Errors
+    /// [`VcpuError::WrongExit`], [`VcpuError::Vmcs`].
+    pub fn complete_msr(&mut self, value: u64) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.complete_msr(value))
+    }
+
+    /// The architectural default for the last exit (CPUID through the policy, built-in
+    /// hypercalls, XSETBV, host-owned CR bits, #UD for virtualization instructions, #GP for
+    /// intercepted MSRs); returns whether it handled it.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn handle_default(&mut self) -> Result<bool, VcpuError> {
+        dispatch!(self, b => b.core.handle_default(host_cpuid))
+    }
+
+    /// Intercepts (or passes through) the I/O ports `ports`.
+    pub fn intercept_io(&mut self, ports: core::ops::RangeInclusive<u16>, on: bool) {
+        for port in ports {
+            dispatch!(self, b => b.io_bitmap.set(usize::from(port), on));
+        }
+    }
+
+    /// Intercepts (or passes through) reads and/or writes of `msr`. MSRs outside the bitmap
+    /// ranges always exit; this returns false for them.
+    pub fn intercept_msr(&mut self, msr: u32, read: bool, write: bool) -> bool {
+        match &mut self.backend {
+            Backend::Vmx(b) => {
+                let (Some(r), Some(w)) = (
+                    crate::bitmap::vmx_msr_bit(msr, false),
+                    crate::bitmap::vmx_msr_bit(msr, true),
+                ) else {
+                    return false;
+                };
+                b.msr_bitmap.set(r, read) && b.msr_bitmap.set(w, write)
+            }
+            Backend::Svm(b) => {
+                let (Some(r), Some(w)) = (
+                    crate::bitmap::svm_msr_bit(msr, false),
+                    crate::bitmap::svm_msr_bit(msr, true),
+                ) else {
+                    return false;
+                };
+                b.msr_bitmap.set(r, read) && b.msr_bitmap.set(w, write)
+            }
+        }
+    }
+
+    /// Sets the exception bitmap (bit n: vector n exits).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn set_exception_bitmap(&mut self, bitmap: u32) -> Result<(), VcpuError> {
+        match &mut self.backend {
+            Backend::Vmx(b) => {
+                use hvkit_vmx::vmcs::VmcsWrite;
+                b.core
+                    .vmcs_mut()
+                    .write(hvkit_vmx::fields::control::EXCEPTION_BITMAP, bitmap)?;
+            }
+            Backend::Svm(b) => b.core.set_exception_bitmap(bitmap),
+        }
+        Ok(())
+    }
+
+    /// Sets the TSC offset.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn set_tsc_offset(&mut self, offset: i64) -> Result<(), VcpuError> {
+        match &mut self.backend {
+            Backend::Vmx(b) => {
+                use hvkit_vmx::vmcs::VmcsWrite;
+                b.core
+                    .vmcs_mut()
+                    .write(hvkit_vmx::fields::control::TSC_OFFSET, offset as u64)?;
+            }
+            Backend::Svm(b) => b.core.set_tsc_offset(offset),
+        }
+        Ok(())
+    }
+
+    /// Makes the host own more CR0/CR4 bits (their changes exit as CR accesses; the guest reads
+    /// its own values through the read shadows). On SVM, any CR0/CR4 write then exits.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn set_cr_masks(&mut self, cr0: u64, cr4: u64) -> Result<(), VcpuError> {
+        dispatch!(self, b => b.core.set_cr_masks(cr0, cr4))
+    }
+
+    /// The guest-physical memory map.
+    #[must_use]
+    pub fn memory_map(&self) -> &MemoryMap {
+        &self.map
+    }
+
+    /// Allocates `len` bytes (a multiple of 4 KiB) of zeroed RAM from the platform, maps it at
+    /// `gpa` and keeps it until the vCPU is dropped. Returns its host-physical address.
+    ///
+    /// # Errors
+    /// [`VcpuError::MemoryMap`] for a bad or overlapping range, [`VcpuError::OutOfMemory`] (also
+    /// when [`MAX_OWNED_RAM`] runs are held), [`VcpuError::NestedPaging`].
+    pub fn add_ram(&mut self, gpa: GuestPhysAddr, len: u64) -> Result<HostPhysAddr, VcpuError> {
+        let frames = usize::try_from(len.div_ceil(4096)).unwrap_or(usize::MAX);
+        let slot = self
+            .ram
+            .iter()
+            .position(Option::is_none)
+            .ok_or(crate::platform::OutOfMemory(frames))?;
+        let run = OwnedFrames::allocate(self.platform, frames)?;
+        let host = run.phys();
+        // SAFETY: the run is owned by this vCPU (kept in `self.ram` until drop, which happens
+        // after the backend, and so the guest, is gone) and mapped contiguously by the platform.
+        unsafe { self.map_ram_at(gpa, host, len) }?;
+        self.ram[slot] = Some(run);
+        Ok(host)
+    }
+
+    /// Maps the caller's host-physical range `host .. host + len` as RAM at `gpa`.
+    ///
+    /// # Errors
+    /// As [`add_ram`](Self::add_ram).
+    ///
+    /// # Safety
+    /// - The range is memory the caller owns and gives to the guest for as long as the vCPU
+    ///   lives (the guest reads and writes it freely);
+    /// - the platform maps it contiguously (`phys_to_virt`), for [`write_guest`](Self::write_guest).
+    pub unsafe fn map_ram_at(
+        &mut self,
+        gpa: GuestPhysAddr,
+        host: HostPhysAddr,
+        len: u64,
+    ) -> Result<(), VcpuError> {
+        let region = Region {
+            start: gpa,
+            len,
+            kind: RegionKind::Ram { host },
+        };
+        let mut map = self.map;
+        map.add(region)?;
+        dispatch!(self, b => b.map_ram(gpa, host, len))?;
+        self.map = map;
+        Ok(())
+    }
+
+    /// Removes the RAM region that starts at `start` from the map and the nested tables (later
+    /// accesses exit as nested-page faults). RAM from [`add_ram`](Self::add_ram) stays allocated
+    /// until the vCPU is dropped.
+    ///
+    /// # Errors
+    /// [`VcpuError::NotRam`] if no RAM region starts there, [`VcpuError::NestedPaging`].
+    pub fn remove_ram(&mut self, start: GuestPhysAddr) -> Result<(), VcpuError> {
+        let Some(region) = self.map.lookup(start).filter(|r| r.start == start) else {
+            return Err(VcpuError::NotRam(start.as_u64()));
+        };
+        if !matches!(region.kind, RegionKind::Ram { .. }) {
+            return Err(VcpuError::NotRam(start.as_u64()));
+        }
+        dispatch!(self, b => b.unmap(start, region.len))?;
+        self.map.remove(start);
+        Ok(())
+    }
+
+    /// Adds a region that is never mapped (MMIO or reserved): accesses exit as nested-page
+    /// faults, and [`MemoryMap::lookup`] names the region.
+    ///
+    /// # Errors
+    /// [`VcpuError::MemoryMap`].
+    pub fn add_unmapped(&mut self, region: Region) -> Result<(), VcpuError> {
+        if matches!(region.kind, RegionKind::Ram { .. }) {
+            return Err(VcpuError::NotRam(region.start.as_u64()));
+        }
+        self.map.add(region)?;
+        Ok(())
+    }
+
+    /// Copies `bytes` into guest RAM at `gpa` (within one RAM region).
+    ///
+    /// # Errors
+    /// [`VcpuError::NotRam`].
+    pub fn write_guest(&mut self, gpa: GuestPhysAddr, bytes: &[u8]) -> Result<(), VcpuError> {
+        crate::copy::write(self.platform, &self.map, gpa, bytes)
+    }
+
+    /// Copies guest RAM at `gpa` into `bytes`.
+    ///
+    /// # Errors
+    /// [`VcpuError::NotRam`].
+    pub fn read_guest(&mut self, gpa: GuestPhysAddr, bytes: &mut [u8]) -> Result<(), VcpuError> {
+        crate::copy::read(self.platform, &self.map, gpa, bytes)
+    }
+
+    /// The VMX exit reason or SVM exit code of the last exit, for logs.
+    #[must_use]
+    pub fn raw_exit_name(&self) -> Option<&'static str> {
+        match &self.backend {
+            Backend::Vmx(b) => b.exit_reason().and_then(|r| r.basic().name()),
+            Backend::Svm(b) => b.core.exit_code().name(),
+        }
+    }
+}
+
+fn host_cpuid(leaf: u32, subleaf: u32) -> CpuIdResult {
+    cpuid_count(leaf, subleaf)
+}
