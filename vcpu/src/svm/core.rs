@@ -509,6 +509,21 @@ impl<B: DerefMut<Target = Vmcb>> SvmCore<B> {
                 self.skip_instruction()?;
             }
             ExitKind::VirtualizationInstruction => self.inject(Event::UD),
+            ExitKind::MsrWrite {
+                msr: 0xc000_0080,
+                value,
+            } => {
+                // EFER: SCE 0, LME 8, LMA 10, NXE 11, SVME 12, LMSLE 13, FFXSR 14, TCE 15 and
+                // the later bits the processor checks itself; keep SVME set (APM 15.5.1).
+                if value & !0xff01 != 0 {
+                    self.inject(Event::GP0);
+                } else {
+                    let lma = self.vmcb.save().efer() & EFER_LMA;
+                    let efer = (value & !EFER_LMA) | lma | crate::state::EFER_SVME;
+                    self.vmcb.set_efer(efer);
+                    self.skip_instruction()?;
+                }
+            }
             ExitKind::MsrRead { .. } | ExitKind::MsrWrite { .. } => self.inject(Event::GP0),
             ExitKind::InterruptWindow => {}
             _ => return Ok(false),

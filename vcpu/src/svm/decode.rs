@@ -169,14 +169,10 @@ fn memory_operand(insn: &Instruction, bitness: u32) -> MemoryOperand {
 
 fn gpr_width(reg: Register) -> Option<u32> {
     let v = reg as u32;
-    [
-        (Register::AX, 16),
-        (Register::EAX, 32),
-        (Register::RAX, 64),
-    ]
-    .into_iter()
-    .find(|(first, _)| (*first as u32..*first as u32 + 16).contains(&v))
-    .map(|(_, bits)| bits)
+    [(Register::AX, 16), (Register::EAX, 32), (Register::RAX, 64)]
+        .into_iter()
+        .find(|(first, _)| (*first as u32..*first as u32 + 16).contains(&v))
+        .map(|(_, bits)| bits)
 }
 
 /// Decodes the instruction in `bytes` (fetched at `rip`) for a code segment of `bitness` (16,
@@ -196,11 +192,13 @@ pub fn decode(bytes: &[u8], bitness: u32, rip: u64) -> Result<Decoded, DecodeErr
     let reg = |n: u32| (insn.op_kind(n) == OpKind::Register).then(|| insn.op_register(n));
     let kind = match insn.mnemonic() {
         Mnemonic::Mov => match (reg(0), reg(1)) {
-            (Some(a), Some(b)) => match (cr_number(a), cr_number(b), gpr_number(a), gpr_number(b)) {
-                (Some(cr), _, _, Some(gpr)) => DecodedKind::MovToCr { cr, gpr },
-                (_, Some(cr), Some(gpr), _) => DecodedKind::MovFromCr { cr, gpr },
-                _ => DecodedKind::Other,
-            },
+            (Some(a), Some(b)) => {
+                match (cr_number(a), cr_number(b), gpr_number(a), gpr_number(b)) {
+                    (Some(cr), _, _, Some(gpr)) => DecodedKind::MovToCr { cr, gpr },
+                    (_, Some(cr), Some(gpr), _) => DecodedKind::MovFromCr { cr, gpr },
+                    _ => DecodedKind::Other,
+                }
+            }
             _ => DecodedKind::Other,
         },
         Mnemonic::Lmsw => DecodedKind::Lmsw {
@@ -236,7 +234,10 @@ mod tests {
             assert_eq!(decode(bytes, bits, 0x1000).unwrap().len, len, "{bytes:x?}");
         }
         assert_eq!(decode(&[0x0f], 64, 0), Err(DecodeError { len: 1 }));
-        assert!(decode(&[0x0f, 0x0b], 64, 0).is_ok(), "UD2 is a valid instruction");
+        assert!(
+            decode(&[0x0f, 0x0b], 64, 0).is_ok(),
+            "UD2 is a valid instruction"
+        );
     }
 
     #[test]
@@ -250,7 +251,10 @@ mod tests {
         // mov cr3, eax in 32-bit code.
         let d = decode(&[0x0f, 0x22, 0xd8], 32, 0).unwrap();
         assert_eq!(d.kind, DecodedKind::MovToCr { cr: 3, gpr: 0 });
-        assert_eq!(decode(&[0x0f, 0x06], 64, 0).unwrap().kind, DecodedKind::Clts);
+        assert_eq!(
+            decode(&[0x0f, 0x06], 64, 0).unwrap().kind,
+            DecodedKind::Clts
+        );
         // lmsw ax.
         let d = decode(&[0x0f, 0x01, 0xf0], 64, 0).unwrap();
         assert_eq!(d.kind, DecodedKind::Lmsw { gpr: Some(0) });
@@ -259,7 +263,10 @@ mod tests {
         let DecodedKind::Invlpg(m) = d.kind else {
             panic!("{d:?}");
         };
-        assert_eq!((m.base, m.index, m.scale, m.displacement), (Some(0), Some(1), 4, 0x10));
+        assert_eq!(
+            (m.base, m.index, m.scale, m.displacement),
+            (Some(0), Some(1), 4, 0x10)
+        );
         let regs = |n: u8| [0x1000u64, 0x20][usize::from(n)];
         assert_eq!(m.linear(regs, 0), 0x1000 + 0x80 + 0x10);
         // invlpg [rip + 0x100] at 0x5000 (7 bytes long).

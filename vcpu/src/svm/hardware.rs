@@ -143,6 +143,13 @@ pub struct SvmVcpu<'p, P: Platform + ?Sized> {
     host_save: OwnedFrames<'p, P>,
 }
 
+/// VM_CR (APM 15.30.1 "VM_CR MSR").
+const VM_CR: u32 = 0xc001_0114;
+/// VM_HSAVE_PA (APM 15.30.4 "VM_HSAVE_PA MSR").
+const VM_HSAVE_PA: u32 = 0xc001_0117;
+/// EFER.
+const EFER: u32 = 0xc000_0080;
+
 fn pa(addr: HostPhysAddr) -> PhysAddr {
     PhysAddr::new_truncate(addr.as_u64())
 }
@@ -161,7 +168,17 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
         let vmcb_frame = OwnedFrames::allocate(platform, 1)?;
         let host_vmcb = OwnedFrames::allocate(platform, 1)?;
         let mut io_bitmap = Bitmap::new(platform, 3)?;
-        let msr_bitmap = Bitmap::new(platform, 2)?;
+        let mut msr_bitmap = Bitmap::new(platform, 2)?;
+        // VM_CR and VM_HSAVE_PA are the host's (a guest write to VM_HSAVE_PA would point the
+        // processor at guest memory): both exit, and the default answer is #GP. EFER writes exit
+        // so that SVME stays set in the guest's EFER (VMRUN refuses a guest EFER without it).
+        for (msr, read) in [(VM_CR, true), (VM_HSAVE_PA, true), (EFER, false)] {
+            for (write, on) in [(false, read), (true, true)] {
+                if let Some(bit) = crate::bitmap::svm_msr_bit(msr, write) {
+                    msr_bitmap.set(bit, on);
+                }
+            }
+        }
         let method = Method::detect();
         let xstate = ExtendedState::new(platform, method)?;
         // The IOPM's last bits cover port accesses that wrap past FFFFh: intercept them.

@@ -117,13 +117,13 @@ fn decodes_npf_msr_exceptions_cr_and_failures() {
     };
     assert_eq!(f.gpa.as_u64(), 0xc000_0000);
     assert!(f.access.read && !f.access.write && !f.access.present && !f.during_walk);
-    c.regs.rcx = 0xc000_0080;
+    c.regs.rcx = 0xc001_0117;
     c.regs.rax = 0x500;
     c.regs.rdx = 0;
     assert_eq!(
         exit(&mut c, ExitCode::MSR, 1, 0),
         ExitKind::MsrWrite {
-            msr: 0xc000_0080,
+            msr: 0xc001_0117,
             value: 0x500
         }
     );
@@ -256,4 +256,25 @@ fn svm_clean_bits() {
         s.all_clean * 100 / s.entries
     );
     assert_eq!((s.entries, s.all_clean), (7, 5));
+}
+
+#[test]
+fn efer_writes_keep_svme() {
+    let mut c = core(false);
+    c.vmcb_mut().set_efer(0x1500);
+    c.regs.rcx = 0xc000_0080;
+    c.regs.rax = 0x100;
+    c.regs.rdx = 0;
+    exit(&mut c, ExitCode::MSR, 1, 0);
+    assert!(c.handle_default(host_cpuid).unwrap());
+    assert_eq!(c.vmcb().save().efer(), 0x1500);
+    assert_eq!(c.efer().unwrap(), 0x500);
+    c.regs.rax = 1 << 20;
+    exit(&mut c, ExitCode::MSR, 1, 0);
+    assert!(c.handle_default(host_cpuid).unwrap());
+    c.prepare_entry();
+    assert_eq!(
+        c.vmcb().control().event_injection(),
+        EventInjection::exception(13, Some(0))
+    );
 }

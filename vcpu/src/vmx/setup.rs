@@ -92,7 +92,8 @@ pub struct VmxOptions {
 }
 
 /// The controls to request for `state` on a processor with `caps`: HLT exiting, I/O and MSR
-/// bitmaps, TSC offsetting, EPT; VPID, RDTSCP, INVPCID and XSAVES when the processor has them;
+/// bitmaps, TSC offsetting, EPT; VPID, RDTSCP and INVPCID when the processor has them (not
+/// XSAVES: the guest gets #UD for it);
 /// unrestricted guest when available (required for real mode or unpaged protected mode);
 /// 64-bit host; EFER and PAT saved and loaded; IA-32e mode guest per `state`.
 ///
@@ -118,7 +119,6 @@ pub fn controls_request(
         SecondaryControls::UNRESTRICTED_GUEST,
         SecondaryControls::ENABLE_RDTSCP,
         SecondaryControls::ENABLE_INVPCID,
-        SecondaryControls::ENABLE_XSAVES_XRSTORS,
     ] {
         if has(optional) {
             secondary |= optional;
