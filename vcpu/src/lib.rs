@@ -1,4 +1,133 @@
 //! hvkit-vcpu: one vCPU API over Intel VT-x and AMD-V.
+//!
+//! A [`Vcpu`] picks VMX or SVM from CPUID when it is created, builds the VMCS or VMCB from a
+//! typed [`state::GuestState`], maps the guest's RAM with EPT or nested paging from a
+//! [`memory::MemoryMap`], and [`Vcpu::run`] enters the guest and returns the next [`Exit`]: a
+//! common [`ExitKind`] (CPUID, I/O, MSR, HLT, hypercall, nested-page fault, exception, CR
+//! access, INVLPG, XSETBV, INIT/SIPI, external interrupt, interrupt window, shutdown, entry
+//! failure, …) plus the vendor's [`RawExit`]. Everything the vCPU needs from its environment —
+//! frames, address translation, CPUs, logging — comes from a [`Platform`].
+//!
+//! Manuals followed: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined
+//! Volumes, Order Number 325462-086US, December 2024 (Vol. 3C Chapters 25–29 and Appendix C);
+//! AMD64 Architecture Programmer's Manual Volume 2: System Programming, Publication No. 24593,
+//! Revision 3.42, March 2024 (Chapter 15). Each module names its sections.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`platform`] | the `unsafe trait` [`Platform`], owned frame runs, the adapter to `hvkit-paging` |
+//! | `host` (feature `host`) | `HostPlatform`: a heap-backed platform for tests that catches leaks |
+//! | [`state`], [`regs`] | the typed initial guest state (real, protected, long mode) and the GPRs of the world switch |
+//! | `capture` (x86-64) | the running CPU's state: host state for the VMCS, "blue-pill" guest state |
+//! | [`exit`] | [`Exit`], [`ExitKind`], [`RawExit`] |
+//! | [`event`] | [`Event`]: exceptions with error codes, NMIs, interrupts; windows and re-injection |
+//! | [`cpuid`] | [`CpuidPolicy`]: hypervisor bit, VMX/SVM hidden, the hvkit leaves |
+//! | [`hypercall`] | the VMCALL/VMMCALL ABI and the guest side ([`hypercall::guest`]) |
+//! | [`memory`] | [`memory::MemoryMap`] (RAM, MMIO, reserved) and [`memory::NestedPaging`] (EPT/NPT) |
+//! | [`bitmap`] | I/O and MSR intercept bitmaps in both vendors' layouts |
+//! | [`vmx`] | the VT-x backend: [`vmx::VmxCore`] (exit path over any `VmcsRead + VmcsWrite`), VMCS set-up, world switch, hardware vCPU |
+//! | [`svm`] | the AMD-V backend: [`svm::SvmCore`] (exit path over any VMCB), VMCB set-up, run loop |
+//! | `xsave` (x86-64) | guest/host x87/SSE/AVX state and XCR0 kept apart |
+//!
+//! # A run loop (on the processor)
+//!
+//! ```no_run
+//! # #[cfg(target_arch = "x86_64")]
+//! # mod demo {
+//! use hvkit_paging::GuestPhysAddr;
+//! use hvkit_vcpu::exit::IoDirection;
+//! use hvkit_vcpu::state::GuestState;
+//! use hvkit_vcpu::{Event, ExitKind, Platform, Vcpu, VcpuConfig, VcpuError};
+//!
+//! /// Runs a flat 32-bit guest image at 1 MiB until it writes the debug-exit port 0xf4.
+//! pub fn run_guest<P: Platform>(platform: &P, image: &[u8]) -> Result<u32, VcpuError> {
+//!     let config = VcpuConfig::new(GuestState::protected_mode_flat(0x10_0000, 0x9_0000));
+//!     // SAFETY: ring 0 on the processor that runs the guest, nothing else uses VT-x/AMD-V
+//!     // here, the host's GDT/CR/MSR state stays put, and the guest may use every I/O port.
+//!     let mut vcpu = unsafe { Vcpu::new(platform, &config) }?;
+//!     vcpu.add_ram(GuestPhysAddr::ZERO, 16 << 20)?;
+//!     vcpu.write_guest(GuestPhysAddr::new_truncate(0x10_0000), image)?;
+//!     vcpu.intercept_io(0xf4..=0xf4, true);
+//!     loop {
+//!         let exit = vcpu.run()?;
+//!         // CPUID, hvkit's hypercalls, XSETBV, #UD for VMXON/VMRUN, #GP for intercepted MSRs.
+//!         if vcpu.handle_default()? {
+//!             continue;
+//!         }
+//!         match exit.kind {
+//!             ExitKind::Io(io) if io.port == 0xf4 && io.direction == IoDirection::Out => {
+//!                 return Ok(io.data.unwrap_or(0));
+//!             }
+//!             ExitKind::Io(_) => vcpu.complete_io(u32::MAX)?,
+//!             ExitKind::Hlt => vcpu.skip_instruction()?,
+//!             ExitKind::Hypercall(_) => vcpu.complete_hypercall(hvkit_vcpu::hypercall::UNKNOWN)?,
+//!             ExitKind::NestedPageFault(fault) => {
+//!                 // Map on demand (the guest retries the access), or give up.
+//!                 let page = GuestPhysAddr::new_truncate(fault.gpa.as_u64() & !0xfff);
+//!                 vcpu.add_ram(page, 4096)?;
+//!             }
+//!             ExitKind::Shutdown | ExitKind::EntryFailure(_) => return Ok(u32::MAX),
+//!             _ => vcpu.inject(Event::UD),
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! # The same exit path in a host test
+//!
+//! The exit handling is generic over the VMCS access (`VmcsRead + VmcsWrite`) and over the VMCB,
+//! so it runs on the host with `hvkit-vmx`'s `SoftVmcs`, and with `Counting` it measures the VMCS
+//! traffic of an exit. A CPUID exit handled and resumed costs 4 VMREADs and 1 VMWRITE:
+//!
+//! ```
+//! use hvkit_vcpu::vmx::{CrPolicy, VmxCore};
+//! use hvkit_vcpu::ExitKind;
+//! use hvkit_vmx::fields::{exit_info, guest};
+//! use hvkit_vmx::vmcs::{Counting, SoftVmcs, VmcsWrite};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut soft = SoftVmcs::new();
+//! soft.write(guest::RIP, 0x1000)?;
+//! soft.write(guest::INTERRUPTIBILITY_STATE, 0)?;
+//! // What the processor stores on a VM exit for CPUID (reason 10, 2 bytes long).
+//! soft.set_exit_info(exit_info::EXIT_REASON, 10);
+//! soft.set_exit_info(exit_info::VM_EXIT_INSTRUCTION_LENGTH, 2);
+//!
+//! let mut core = VmxCore::new(Counting::new(soft), 0, false, CrPolicy::default());
+//! core.regs.rax = 0x4000_0000; // the hvkit signature leaf
+//! let exit = core.decode_exit()?;
+//! assert_eq!(exit.kind, ExitKind::Cpuid { leaf: 0x4000_0000, subleaf: 0 });
+//! core.complete_cpuid(|_, _| raw_cpuid::CpuIdResult { eax: 0, ebx: 0, ecx: 0, edx: 0 })?;
+//! core.prepare_entry()?;
+//! assert_eq!(core.regs.rbx.to_le_bytes()[..4], *b"hvki");
+//! let traffic = core.vmcs().counts();
+//! assert_eq!((traffic.reads, traffic.writes), (4, 1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `cargo test -p hvkit-vcpu vmcs_traffic -- --nocapture` prints the figures of every common
+//! exit, and `svm_clean_bits` the share of VMRUNs that re-enter with every VMCB area clean.
+//!
+//! # Guarantees and limits
+//! - Guest behaviour never panics the host: unknown exits are [`ExitKind::Other`], malformed
+//!   values are data, and the architectural answer (#UD, #GP) is one call away
+//!   ([`Vcpu::handle_default`]). VMX and SVM instructions in the guest exit and get #UD; the
+//!   VMX capability MSRs, VM_CR and VM_HSAVE_PA are intercepted.
+//! - One vCPU per processor: [`Vcpu::new`] turns VMX or SVM on (VMXON, EFER.SVME) and dropping
+//!   the vCPU turns it off. The vCPU is bound to its processor.
+//! - Only EPT / nested paging: a processor without them gets [`Unsupported::NoEpt`] /
+//!   [`Unsupported::NoNestedPaging`]; shadow paging is not implemented here.
+//! - On SVM without NRIP save (QEMU TCG), instructions are skipped by the IOIO next RIP or
+//!   their fixed encodings; decoding guest bytes (iced-x86 through the 2-D walker) is not
+//!   implemented, so a prefixed or operand-dependent instruction reports
+//!   [`Unsupported::InstructionLength`].
+//! - String I/O (INS/OUTS) is reported with its form but not emulated.
+//! - The guest's CR2, DR0–DR3 and syscall MSRs are not switched on VMX (the host must not
+//!   change them while it runs guests); the guest's x87/SSE/AVX state and XCR0 are.
+//! - External interrupts go straight to the guest unless
+//!   [`VcpuConfig::external_interrupt_exiting`] is set.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(feature = "host")]

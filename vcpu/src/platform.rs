@@ -1,7 +1,7 @@
 //! What a host environment provides to a vCPU: memory, CPUs and logging.
 //!
 //! [`Platform`] is implemented once per environment: the bare-metal example, a kernel module, and
-//! [`HostPlatform`](crate::host::HostPlatform) for host tests (feature `host`). The vCPU takes
+//! `host::HostPlatform` for host tests (feature `host`). The vCPU takes
 //! every frame it needs from it: VMCS/VMCB pages, MSR and I/O bitmaps (contiguous runs), XSAVE
 //! areas, EPT/NPT tables and guest RAM, and gives them back when it is dropped.
 //!
