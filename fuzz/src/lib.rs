@@ -21,6 +21,8 @@ const SPACE_PAGES: u64 = 1 << 27;
 pub enum Op {
     /// Map `len` pages at `page` to `target` (see [`Op::resolve`]).
     Map { page: u32, len: u32, target: u32, attrs: u16, max: u8 },
+    /// Map `count` consecutive pages one call each (the single-page path and its cache).
+    MapEach { page: u32, count: u8, target: u32, attrs: u16 },
     /// Unmap `len` pages.
     Unmap { page: u32, len: u32 },
     /// Change the attributes of `len` pages.
@@ -196,6 +198,29 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                     (got, valid, ov) => panic!("step {step}: map {op:?} -> {got:?}, model valid={valid} overlap={ov:?}"),
                 }
                 probes.extend([s, e - 1, e, s.saturating_sub(1)]);
+            }
+            Op::MapEach { page, count, target, attrs } => {
+                let s = page_of(page);
+                let (a, valid) = Z::attrs(attrs);
+                let tgt = u64::from(target) % (1 << 36);
+                for k in 0..u64::from(count % 64) {
+                    let p = s + k;
+                    if p >= SPACE_PAGES {
+                        break;
+                    }
+                    let got = t.map(GuestPhysAddr::new_truncate(p * PAGE), HostPhysAddr::new_truncate((tgt + k) * PAGE), PAGE, a);
+                    match (got, valid, m.lookup(p)) {
+                        (Err(MapError::InvalidAttributes(_)), false, _) => {}
+                        (Err(MapError::Overlap(at)), true, Some(_)) => assert_eq!(at, p * PAGE, "step {step}"),
+                        (Ok(f), true, None) => {
+                            f.ignore();
+                            m.runs.insert(p, Run { len: 1, target: tgt + k, attrs: a });
+                        }
+                        (Err(MapError::OutOfFrames), true, None) => {}
+                        (got, valid, old) => panic!("step {step}: map page {p:#x} -> {got:?}, valid={valid} old={old:?}"),
+                    }
+                }
+                probes.extend([s, s + u64::from(count % 64)]);
             }
             Op::Unmap { page, len } => {
                 let s = page_of(page);
