@@ -1,7 +1,7 @@
 //! Random operation sequences on an EPT, checked after every step against the reference model.
 #![no_main]
 
-use hvkit_fuzz::{FuzzFormat, Op, run_ops};
+use hvkit_fuzz::{FuzzFormat, Geometry, Op, run_ops};
 use hvkit_paging::{Ept, EptAttrs, EptFlags, MemoryType};
 use libfuzzer_sys::fuzz_target;
 
@@ -35,5 +35,5 @@ impl FuzzFormat for EptFuzz {
 }
 
 fuzz_target!(|input: (bool, Vec<Op>)| {
-    run_ops::<EptFuzz>(&input.1, input.0);
+    run_ops::<EptFuzz>(&input.1, input.0, Geometry::LEVEL4);
 });

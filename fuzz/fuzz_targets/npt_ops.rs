@@ -2,7 +2,7 @@
 //! step against the reference model.
 #![no_main]
 
-use hvkit_fuzz::{FuzzFormat, Op, run_ops};
+use hvkit_fuzz::{FuzzFormat, Geometry, Op, run_ops};
 use hvkit_paging::{LongMode, X86Attrs};
 use libfuzzer_sys::fuzz_target;
 use x86_64::structures::paging::PageTableFlags as F;
@@ -39,5 +39,5 @@ impl FuzzFormat for NptFuzz {
 }
 
 fuzz_target!(|input: (bool, Vec<Op>)| {
-    run_ops::<NptFuzz>(&input.1, input.0);
+    run_ops::<NptFuzz>(&input.1, input.0, Geometry::LEVEL4);
 });

@@ -13,8 +13,27 @@ use hvkit_paging::{
 };
 
 const PAGE: u64 = 4096;
-/// Input space: 2^39 bytes (512 GiB), so 1 GiB pages and several PDPT slots occur.
-const SPACE_PAGES: u64 = 1 << 27;
+/// The shape of the table under test, in 4 KiB pages.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Root depth.
+    pub levels: u8,
+    /// Input space explored (pages).
+    pub space: u64,
+    /// Output space (pages).
+    pub targets: u64,
+    /// Pages per large page (512 for 2 MiB, 1024 for 4 MiB).
+    pub large: u64,
+}
+
+impl Geometry {
+    /// 4-level EPT / NPT / long mode over 512 GiB, so 1 GiB pages and several PDPT slots occur.
+    pub const LEVEL4: Self = Self { levels: 4, space: 1 << 27, targets: 1 << 36, large: 512 };
+    /// PAE: 4 GiB of input, 2 MiB large pages.
+    pub const PAE: Self = Self { levels: 3, space: 1 << 20, targets: 1 << 36, large: 512 };
+    /// 32-bit paging: 4 GiB of input and output, 4 MiB large pages.
+    pub const BITS32: Self = Self { levels: 2, space: 1 << 20, targets: 1 << 20, large: 1024 };
+}
 
 /// One builder operation, in 4 KiB page units.
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -36,11 +55,11 @@ pub enum Op {
 }
 
 /// Turns fuzzer numbers into page numbers and lengths with interesting alignments.
-fn page_of(raw: u32) -> u64 {
-    let p = u64::from(raw >> 2) % SPACE_PAGES;
+fn page_of(raw: u32, g: &Geometry) -> u64 {
+    let p = u64::from(raw >> 2) % g.space;
     match raw & 3 {
-        0 => p & !0x3ffff, // 1 GiB aligned
-        1 => p & !0x1ff,   // 2 MiB aligned
+        0 => p & !0x3ffff,         // 1 GiB aligned
+        1 => p & !(g.large - 1), // large-page aligned
         _ => p,
     }
 }
@@ -152,17 +171,17 @@ fn size_limit(max: u8) -> PageSize {
 ///
 /// # Panics
 /// On any disagreement (that is the point).
-pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
+pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool, g: Geometry) {
     let arena = HostArena::new(256);
-    let cfg = TableConfig::new(4).with_huge_pages(huge);
+    let cfg = TableConfig::new(g.levels).with_huge_pages(huge);
     let mut t: PageTable<Z::F, &HostArena> = PageTable::new(&arena, cfg).expect("root");
     let mut m: Model<<Z::F as PageTableFormat>::Attrs> = Model { runs: BTreeMap::new() };
     for (step, op) in ops.iter().take(48).enumerate() {
         let mut probes = Vec::new();
         match *op {
             Op::Map { page, len, target, attrs, max } => {
-                let (s, n) = (page_of(page), len_of(len));
-                let e = (s + n).min(SPACE_PAGES);
+                let (s, n) = (page_of(page, &g), len_of(len));
+                let e = (s + n).min(g.space);
                 let n = e - s;
                 if n == 0 {
                     continue;
@@ -170,11 +189,11 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                 // Targets keep the input's alignment mod 2 MiB or 1 GiB often, so large pages appear.
                 let tgt = match target & 3 {
                     0 => s + (u64::from(target >> 2) << 18),
-                    1 => s + (u64::from(target >> 2) << 9),
+                    1 => s + u64::from(target >> 2) * g.large,
                     _ => u64::from(target >> 2),
-                } % (1 << 36);
+                } % g.targets;
                 // Huge ranges keep 2 MiB congruence so they are not mapped page by page (speed).
-                let tgt = if n >= 0x4000 { (tgt & !0x1ff) | (s & 0x1ff) } else { tgt };
+                let tgt = if n >= 0x4000 { (tgt & !(g.large - 1)) | (s & (g.large - 1)) } else { tgt };
                 let (a, valid) = Z::attrs(attrs);
                 let got = t.map_with_max(
                     GuestPhysAddr::new_truncate(s * PAGE),
@@ -184,28 +203,30 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                     // Keep executions fast: huge ranges are not mapped page by page.
                     if n >= 0x4000 { size_limit(max).max(PageSize::Size2M) } else { size_limit(max) },
                 );
+                let out_ok = (tgt + n) * PAGE <= 1u64 << <Z::F as PageTableFormat>::MAX_OUTPUT_BITS;
                 match (got, valid, m.overlaps(s, e)) {
                     (Err(MapError::InvalidAttributes(_)), false, _) => {}
+                    (Err(MapError::BeyondMaxPhysAddr(_)), true, _) if !out_ok => {}
                     (Err(MapError::Overlap(at)), true, Some(_)) => {
                         assert!(m.lookup(at / PAGE).is_some(), "step {step}: overlap reported at unmapped {at:#x}");
                     }
-                    (Ok(f), true, None) => {
+                    (Ok(f), true, None) if out_ok => {
                         f.ignore();
                         m.remove(s, e);
                         m.runs.insert(s, Run { len: n, target: tgt, attrs: a });
                     }
-                    (Err(MapError::OutOfFrames), true, None) => {}
+                    (Err(MapError::OutOfFrames), true, None) if out_ok => {}
                     (got, valid, ov) => panic!("step {step}: map {op:?} -> {got:?}, model valid={valid} overlap={ov:?}"),
                 }
                 probes.extend([s, e - 1, e, s.saturating_sub(1)]);
             }
             Op::MapEach { page, count, target, attrs } => {
-                let s = page_of(page);
+                let s = page_of(page, &g);
                 let (a, valid) = Z::attrs(attrs);
-                let tgt = u64::from(target) % (1 << 36);
+                let tgt = u64::from(target) % (g.targets - 64);
                 for k in 0..u64::from(count % 64) {
                     let p = s + k;
-                    if p >= SPACE_PAGES {
+                    if p >= g.space {
                         break;
                     }
                     let got = t.map(GuestPhysAddr::new_truncate(p * PAGE), HostPhysAddr::new_truncate((tgt + k) * PAGE), PAGE, a);
@@ -223,8 +244,8 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                 probes.extend([s, s + u64::from(count % 64)]);
             }
             Op::Unmap { page, len } => {
-                let s = page_of(page);
-                let e = (s + len_of(len)).min(SPACE_PAGES);
+                let s = page_of(page, &g);
+                let e = (s + len_of(len)).min(g.space);
                 if e <= s {
                     continue;
                 }
@@ -239,8 +260,8 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                 probes.extend([s, e - 1, e, s.saturating_sub(1)]);
             }
             Op::Protect { page, len, attrs } => {
-                let s = page_of(page);
-                let e = (s + len_of(len)).min(SPACE_PAGES);
+                let s = page_of(page, &g);
+                let e = (s + len_of(len)).min(g.space);
                 if e <= s {
                     continue;
                 }
@@ -259,8 +280,8 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                 probes.extend([s, e - 1, e]);
             }
             Op::Merge { page, len } => {
-                let s = page_of(page);
-                let e = (s + len_of(len)).min(SPACE_PAGES);
+                let s = page_of(page, &g);
+                let e = (s + len_of(len)).min(g.space);
                 if e <= s {
                     continue;
                 }
@@ -270,9 +291,9 @@ pub fn run_ops<Z: FuzzFormat>(ops: &[Op], huge: bool) {
                 assert!(t.table_frames() + n == before, "step {step}: merge freed {n} tables");
             }
             Op::Limit { frames } => arena.fail_after(frames.map(usize::from)),
-            Op::Probe { page } => probes.push(page_of(page)),
+            Op::Probe { page } => probes.push(page_of(page, &g)),
         }
-        check(&t, &m, &arena, &probes, step);
+        check(&t, &m, &arena, &probes, step, g.space);
     }
     arena.fail_after(None);
     let _arena_handle = t.free_all();
@@ -285,9 +306,10 @@ fn check<F: PageTableFormat, C: FrameAllocator>(
     arena: &HostArena,
     probes: &[u64],
     step: usize,
+    space: u64,
 ) {
     for &p in probes {
-        if p >= SPACE_PAGES {
+        if p >= space {
             continue;
         }
         let got = t.translate(GuestPhysAddr::new_truncate(p * PAGE)).map(|x| {
