@@ -131,7 +131,12 @@ unsafe fn segment(gdt: DescriptorTable, selector: u16, system: bool) -> Segment 
         let high = unsafe { at.wrapping_add(1).read_unaligned() };
         base |= (high & 0xffff_ffff) << 32;
     }
-    let access = SegmentAccess::from_descriptor(low);
+    let mut access = SegmentAccess::from_descriptor(low);
+    if access.code_or_data() {
+        // Loading a code or data segment sets the accessed bit (SDM 3.4.5.1); the descriptor in
+        // memory may not show it yet, and VMX requires it of a usable CS/SS/DS… (SDM 27.3.1.2).
+        access.0 |= 1;
+    }
     let raw_limit = ((low & 0xffff) | (((low >> 48) & 0xf) << 16)) as u32;
     let limit = if access.granularity() {
         (raw_limit << 12) | 0xfff

@@ -97,6 +97,70 @@ pub enum ExitKind {
     Other,
 }
 
+impl ExitKind {
+    /// A short name for summaries and logs ("cpuid", "io", "npf", …).
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Cpuid { .. } => "cpuid",
+            Self::Io(_) => "io",
+            Self::MsrRead { .. } => "rdmsr",
+            Self::MsrWrite { .. } => "wrmsr",
+            Self::Hlt => "hlt",
+            Self::Hypercall(_) => "hypercall",
+            Self::NestedPageFault(_) => "npf",
+            Self::Exception(_) => "exception",
+            Self::CrAccess(_) => "cr",
+            Self::Invlpg { .. } => "invlpg",
+            Self::Xsetbv { .. } => "xsetbv",
+            Self::Init => "init",
+            Self::Sipi { .. } => "sipi",
+            Self::ExternalInterrupt => "interrupt",
+            Self::InterruptWindow => "interrupt-window",
+            Self::NmiWindow => "nmi-window",
+            Self::Shutdown => "shutdown",
+            Self::VirtualizationInstruction => "virtualization-instruction",
+            Self::EntryFailure(_) => "entry-failure",
+            Self::Other => "other",
+        }
+    }
+
+    /// Every name [`name`](Self::name) returns, in a fixed order (for per-kind counters: index
+    /// with [`index`](Self::index)).
+    pub const NAMES: [&'static str; 20] = [
+        "cpuid",
+        "io",
+        "rdmsr",
+        "wrmsr",
+        "hlt",
+        "hypercall",
+        "npf",
+        "exception",
+        "cr",
+        "invlpg",
+        "xsetbv",
+        "init",
+        "sipi",
+        "interrupt",
+        "interrupt-window",
+        "nmi-window",
+        "shutdown",
+        "virtualization-instruction",
+        "entry-failure",
+        "other",
+    ];
+
+    /// The position of this kind's name in [`NAMES`](Self::NAMES).
+    #[must_use]
+    pub fn index(&self) -> usize {
+        let name = self.name();
+        Self::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or(Self::NAMES.len() - 1)
+    }
+}
+
 /// Direction of an I/O instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoDirection {
@@ -253,4 +317,32 @@ pub enum RawExit {
         /// EXITINTINFO (raw).
         exit_int_info: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_indices_agree() {
+        let kinds = [
+            ExitKind::Cpuid {
+                leaf: 0,
+                subleaf: 0,
+            },
+            ExitKind::Hlt,
+            ExitKind::Shutdown,
+            ExitKind::Other,
+            ExitKind::EntryFailure(EntryFailure::MachineCheck),
+            ExitKind::Xsetbv { xcr: 0, value: 1 },
+        ];
+        for kind in kinds {
+            assert_eq!(ExitKind::NAMES[kind.index()], kind.name());
+        }
+        assert_eq!(ExitKind::Hlt.index(), 4);
+        let mut names = ExitKind::NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ExitKind::NAMES.len());
+    }
 }

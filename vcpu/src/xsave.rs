@@ -129,8 +129,20 @@ impl<'p, P: Platform + ?Sized> ExtendedState<'p, P> {
                     // SAFETY: a valid value is the caller's promise.
                     unsafe { xsetbv0(guest_xcr0) };
                 }
+                // XRSTOR refuses (#GP) a header whose XSTATE_BV names a component XCR0 does not
+                // enable (SDM Vol. 1 13.8.1 "Standard Form of XRSTOR"); after the guest shrank
+                // its XCR0, the components it turned off are dropped (measured under QEMU TCG,
+                // which enforces this; Bochs does not).
+                let header = guest.wrapping_add(512).cast::<u64>();
+                // SAFETY: the area is at least 576 bytes (`new`), owned, reached through raw
+                // pointers; XSTATE_BV is the first 8 bytes of the header at byte 512.
+                let bv = unsafe { header.read_volatile() };
+                if bv & !guest_xcr0 != 0 {
+                    // SAFETY: as above.
+                    unsafe { header.write_volatile(bv & guest_xcr0) };
+                }
                 // SAFETY: as for XSAVE; XRSTOR of an area the processor wrote (or the reset
-                // image built in `new`).
+                // image built in `new`) whose XSTATE_BV fits XCR0.
                 unsafe { xrstor(guest) };
             }
             // SAFETY: both areas are 512 bytes or more and 16-byte aligned.
