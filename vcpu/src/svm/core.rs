@@ -22,10 +22,62 @@
 //!
 //! # Skipping an instruction
 //! The next RIP comes from EXITINFO2 for IOIO (on every SVM processor), from nRIP when the
-//! processor has NRIP save, and otherwise from decoding the instruction at RIP (feature
-//! `decoder`, `iced-x86`), its bytes fetched through `hvkit-paging`'s two-dimensional walker
-//! (the guest's paging mode from the VMCB, then the nested tables). Moving RIP clears the
-//! VMCB's INTERRUPT_SHADOW, as retiring the instruction would (15.21.5).
+//! processor has NRIP save, and otherwise from decoding the instruction at RIP (`iced-x86`
+//! with feature `decoder`, else the allocation-free [`super::decode::decode_builtin`]), its
+//! bytes fetched through `hvkit-paging`'s two-dimensional walker (the guest's paging mode from
+//! the VMCB, then the nested tables). When the code cannot be fetched or decoded, the
+//! [`fixed_length`] of the intercepted instruction is the fallback. Moving RIP clears the VMCB's INTERRUPT_SHADOW, as retiring the
+//! instruction would (15.21.5). The decoder also names the GPR of a MOV to/from CR and the
+//! address of INVLPG when the processor has no decode assists (15.8.1, 15.8.3).
+//!
+//! # Events
+//! One pending slot per class ([`Event`]). Before each VMRUN, in order: the event an exit
+//! interrupted (EXITINTINFO → EVENTINJ, 15.7.2), a pending exception (no error code in real
+//! mode), an NMI unless the guest is in an interrupt shadow or still in its NMI handler (NMI
+//! blocking is tracked by intercepting the handler's IRET, 15.21.10 — SVM has no NMI-window
+//! exit), an external interrupt when RFLAGS.IF = 1 and no shadow. What cannot go in yet asks
+//! for an interrupt window: V_IRQ with V_IGN_TPR and the VINTR intercept (15.21.4).
+//!
+//! # Example: a CPUID exit on a plain VMCB
+//! ```
+//! use hvkit_svm::features::HostCapabilities;
+//! use hvkit_svm::vmcb::{CleanBits, TlbControl};
+//! use hvkit_svm::{ExitCode, Vmcb};
+//! use hvkit_vcpu::ExitKind;
+//! use hvkit_vcpu::state::GuestState;
+//! use hvkit_vcpu::svm::{Entry, NoMemory, SvmCore, VmcbLayout, write_vmcb};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layout = VmcbLayout {
+//!     iopm: 0x10_0000,
+//!     msrpm: 0x10_4000,
+//!     asid: 1,
+//!     tlb_control: TlbControl::FLUSH_ALL,
+//!     ncr3: Some(0x20_0000),
+//!     exception_bitmap: 0,
+//!     tsc_offset: 0,
+//!     external_interrupt_exiting: false,
+//! };
+//! let mut vmcb = Box::new(Vmcb::new());
+//! write_vmcb(&mut vmcb, &layout, &GuestState::long_mode_flat(0x1000, 0x40_0000, 0x8000));
+//! // QEMU TCG's SVM: nested paging, no NRIP save (Fn8000_000A EDX = 1).
+//! let caps = HostCapabilities::from_cpuid([1, 16, 0, 1], 40, 1 << 29);
+//! let mut core = SvmCore::<_, NoMemory>::new(vmcb, caps);
+//! assert_eq!(core.prepare_entry()?, Entry::Run); // check_vmcb passed
+//!
+//! // What the processor writes on #VMEXIT for CPUID.
+//! core.vmcb_mut().set_exit_code(ExitCode::CPUID);
+//! let exit = core.decode_exit()?;
+//! assert_eq!(exit.kind, ExitKind::Cpuid { leaf: 0, subleaf: 0 });
+//! core.complete_cpuid(|_, _| raw_cpuid::CpuIdResult { eax: 1, ebx: 2, ecx: 3, edx: 4 })?;
+//! assert_eq!(core.prepare_entry()?, Entry::Run);
+//! // RIP moved past `0F A2`, and nothing cached changed: the next VMRUN reloads nothing.
+//! assert_eq!(core.vmcb().save().rip(), 0x40_0002);
+//! assert_eq!(core.vmcb().clean_bits(), CleanBits::all());
+//! assert_eq!(core.clean_stats().clean_per_mille(), 1000);
+//! # Ok(())
+//! # }
+//! ```
 
 use core::ops::DerefMut;
 
@@ -179,6 +231,8 @@ pub struct SvmCore<V, M> {
     reinject: Option<EventInjection>,
     pending: Pending,
     nmi_masked: bool,
+    /// RIP of an intercepted IRET that has not retired yet (NMIs stay blocked until it has).
+    iret_rip: Option<u64>,
     cr_masks: (u64, u64),
     violations: Violations,
     checked: bool,
@@ -190,7 +244,6 @@ pub struct SvmCore<V, M> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Decoded {
     len: u8,
-    #[cfg(feature = "decoder")]
     kind: super::decode::DecodedKind,
 }
 
@@ -211,6 +264,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
             reinject: None,
             pending: Pending::default(),
             nmi_masked: false,
+            iret_rip: None,
             cr_masks: (0, 0),
             violations: Violations::NONE,
             checked: false,
@@ -513,7 +567,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         Ok(d)
     }
 
-    #[cfg(feature = "decoder")]
     fn decode_bytes(&self, bytes: &[u8]) -> Result<Decoded, VcpuError> {
         let rip = self.vmcb.save().rip();
         match super::decode::decode(bytes, self.code_bits(), rip) {
@@ -523,11 +576,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
             }),
             Err(_) => Err(Unsupported::InstructionLength.into()),
         }
-    }
-
-    #[cfg(not(feature = "decoder"))]
-    fn decode_bytes(&self, _bytes: &[u8]) -> Result<Decoded, VcpuError> {
-        Err(Unsupported::InstructionLength.into())
     }
 
     /// The RIP of the instruction after the one that exited: EXITINFO2 for IOIO, nRIP with NRIP
@@ -585,6 +633,13 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         self.launched = true;
         self.decoded = None;
         self.regs.rax = self.vmcb.save().rax();
+        if self
+            .iret_rip
+            .is_some_and(|rip| rip != self.vmcb.save().rip())
+        {
+            // The guest moved on from its IRET: NMIs are open again.
+            self.iret_rip = None;
+        }
         let c = self.vmcb.control();
         let (code, info1, info2) = (c.exit_code(), c.exit_info1(), c.exit_info2());
         let exit_int_info = c.exit_int_info();
@@ -623,7 +678,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
 
     /// The CR access at RIP as the decoder sees it; `gpr: None` when the code cannot be fetched
     /// or decoded (the caller still gets the exit).
-    #[cfg(feature = "decoder")]
     fn cr_from_decoder(&mut self, write: bool) -> CrAccessKind {
         use super::decode::DecodedKind as K;
         let unknown = if write {
@@ -646,15 +700,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         }
     }
 
-    #[cfg(not(feature = "decoder"))]
-    fn cr_from_decoder(&mut self, write: bool) -> CrAccessKind {
-        if write {
-            CrAccessKind::Write { gpr: None }
-        } else {
-            CrAccessKind::Read { gpr: None }
-        }
-    }
-
     /// INVLPG's linear address: EXITINFO1 with decode assists, else from the decoded operand
     /// (0 when the code cannot be decoded).
     fn invlpg_address(&mut self, info1: u64) -> u64 {
@@ -664,7 +709,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         self.invlpg_from_decoder()
     }
 
-    #[cfg(feature = "decoder")]
     fn invlpg_from_decoder(&mut self) -> u64 {
         let Ok(d) = self.decode_at_rip() else {
             return 0;
@@ -689,11 +733,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         let rsp = s.rsp();
         let regs = self.regs;
         m.linear(|n| regs.get(n).unwrap_or(rsp), base)
-    }
-
-    #[cfg(not(feature = "decoder"))]
-    fn invlpg_from_decoder(&mut self) -> u64 {
-        0
     }
 
     fn decode_kind(&mut self, code: ExitCode, info1: u64, info2: u64) -> ExitKind {
@@ -786,9 +825,11 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
                 ExitCode::INTR | ExitCode::NMI | ExitCode::SMI => ExitKind::ExternalInterrupt,
                 ExitCode::VINTR => ExitKind::InterruptWindow,
                 ExitCode::IRET => {
-                    // The guest leaves its NMI handler: NMIs are unblocked once IRET retires;
-                    // a pending NMI waits for the next interrupt window (see `deliver_events`).
+                    // The guest leaves its NMI handler: NMIs are unblocked once this IRET
+                    // retires, which the next exit at another RIP shows; a pending NMI waits
+                    // for an interrupt window until then (see `deliver_events`).
                     self.nmi_masked = false;
+                    self.iret_rip = Some(self.vmcb.save().rip());
                     self.set_misc1(MiscIntercepts1::IRET, false);
                     ExitKind::NmiWindow
                 }
@@ -1074,7 +1115,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
             .interrupt_state()
             .contains(InterruptState::INTERRUPT_SHADOW);
         if self.pending.nmi {
-            if !shadow && !self.nmi_masked {
+            if !shadow && !self.nmi_masked && self.iret_rip.is_none() {
                 self.pending.nmi = false;
                 self.nmi_masked = true;
                 self.put_event(EventInjection::nmi());

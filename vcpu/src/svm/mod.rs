@@ -6,7 +6,8 @@
 //!   bits), host-tested over a boxed `Vmcb`;
 //! - [`setup`]: the VMCB from the typed [`crate::state::GuestState`], the intercepts, the
 //!   permission maps;
-//! - `decode` (feature `decoder`): the guest instruction at RIP, decoded with `iced-x86`;
+//! - [`decode`]: the guest instruction at RIP, decoded with `iced-x86` (feature `decoder`) or a
+//!   small allocation-free decoder of what SVM intercepts;
 //! - [`guest_memory`]: physical memory through the [`crate::Platform`], for the 2-D walker that
 //!   fetches guest code;
 //! - `switch` (x86-64): the world switch (VMSAVE/VMLOAD/VMRUN, GPRs by `offset_of!`);
@@ -16,7 +17,6 @@
 //! 24593, Revision 3.42, March 2024, Chapter 15 "Secure Virtual Machine".
 
 pub mod core;
-#[cfg(feature = "decoder")]
 pub mod decode;
 pub mod guest_memory;
 #[cfg(target_arch = "x86_64")]

@@ -436,6 +436,7 @@ fn exitintinfo_is_reinjected_first_and_the_rest_waits() {
     c.inject(Event::Nmi);
     assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
     assert!(!c.vmcb().control().event_injection().valid());
+    let iret_rip = c.vmcb().save().rip();
     assert_eq!(exit(&mut c, ExitCode::IRET, 0, 0), ExitKind::NmiWindow);
     assert!(
         !c.vmcb()
@@ -443,6 +444,18 @@ fn exitintinfo_is_reinjected_first_and_the_rest_waits() {
             .intercept_misc1()
             .contains(MiscIntercepts1::IRET)
     );
+    // Not before the IRET retires: a window first, the NMI at the next exit past the IRET.
+    assert!(c.handle_default(host_cpuid).unwrap());
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert!(!c.vmcb().control().event_injection().valid());
+    assert!(c.vmcb().control().virtual_interrupt().v_irq());
+    c.vmcb_mut().set_rip(iret_rip + 1);
+    assert_eq!(
+        exit(&mut c, ExitCode::VINTR, 0, 0),
+        ExitKind::InterruptWindow
+    );
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert_eq!(c.vmcb().control().event_injection(), EventInjection::nmi());
 }
 
 /// The share of VMRUNs that re-enter with every VMCB area clean, for a loop of common exits
