@@ -289,6 +289,11 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         &mut self.vmcb
     }
 
+    /// The VMCB container (for the world switch, which needs the frame's address).
+    pub(crate) fn vmcb_container(&self) -> &V {
+        &self.vmcb
+    }
+
     /// The processor's capabilities this core works with.
     #[must_use]
     pub fn capabilities(&self) -> HostCapabilities {
@@ -452,6 +457,23 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
             self.vmcb.set_intercept_cr(new);
         }
         Ok(())
+    }
+
+    /// Intercepts reads and/or writes of control register `cr` (0–15) by MOV CR (APM 15.9
+    /// "Instruction Intercepts", Table B-1 offset 000h); they exit as [`ExitKind::CrAccess`].
+    /// Returns false (changing nothing) for `cr > 15`.
+    pub fn intercept_cr(&mut self, cr: u8, read: bool, write: bool) -> bool {
+        let (Some(r), Some(w)) = (CrIntercepts::read(cr), CrIntercepts::write(cr)) else {
+            return false;
+        };
+        let old = self.vmcb.control().intercept_cr();
+        let mut new = old;
+        new.set(r, read);
+        new.set(w, write);
+        if new != old {
+            self.vmcb.set_intercept_cr(new);
+        }
+        true
     }
 
     /// The exceptions that exit (bit n = vector n; APM 15.12).

@@ -60,6 +60,13 @@ impl Deref for VmcbFrame {
     }
 }
 
+impl VmcbFrame {
+    /// The VMCB's address, for the world switch.
+    pub(crate) fn as_ptr(&self) -> NonNull<Vmcb> {
+        self.ptr
+    }
+}
+
 impl DerefMut for VmcbFrame {
     fn deref_mut(&mut self) -> &mut Vmcb {
         // SAFETY: the type invariant, and `&mut self` makes this the only access.
@@ -218,7 +225,7 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
         // holds the physical addresses of this vCPU's two VMCB frames; the guest VMCB was built
         // by `write_vmcb` from checked parts (and passed `check_vmcb` before the first run), and
         // its permission maps and nested tables are owned by this vCPU and map only guest RAM.
-        unsafe { switch::enter(&mut area) };
+        unsafe { switch::enter(&mut area, self.core.vmcb_container().as_ptr()) };
         // SAFETY: right after the #VMEXIT, XCR0 still the guest's.
         unsafe { self.xstate.to_host(xcr0) };
         // SAFETY: as for CLGI.
@@ -230,6 +237,12 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
             self.core.vmcb_mut().set_tlb_control(TlbControl::DO_NOTHING);
         }
         self.core.decode_exit()
+    }
+
+    /// The last clean-bit figures (see [`SvmCore::clean_stats`]).
+    #[must_use]
+    pub fn clean_stats(&self) -> super::CleanStats {
+        self.core.clean_stats()
     }
 
     /// Applies a nested-table change: the guest's TLB entries are flushed at the next VMRUN.

@@ -18,6 +18,9 @@
 
 use core::arch::global_asm;
 use core::mem::offset_of;
+use core::ptr::NonNull;
+
+use hvkit_svm::Vmcb;
 
 use crate::regs::GuestRegisters;
 
@@ -114,8 +117,9 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    /// The routine above.
-    fn hvkit_svm_world_switch(area: *mut SwitchArea);
+    /// The routine above. `vmcb` is not used by the assembly: passing it tells the compiler
+    /// that the guest VMCB may change across the call (the processor writes it on #VMEXIT).
+    fn hvkit_svm_world_switch(area: *mut SwitchArea, vmcb: *mut Vmcb);
 }
 
 /// Enters the guest of the VMCB at `area.guest_vmcb` and returns at its next #VMEXIT (or at
@@ -126,14 +130,15 @@ unsafe extern "sysv64" {
 ///   reserved for it, at CPL 0, and GIF is clear (CLGI) so that no interrupt sees half-switched
 ///   state; the caller sets GIF again (STGI) afterwards;
 /// - `area.guest_vmcb` and `area.host_vmcb` are the physical addresses of two distinct 4 KiB
-///   VMCB frames that this vCPU owns, which nothing else touches while this runs; the guest
+///   VMCB frames that this vCPU owns, which nothing else touches while this runs, and `vmcb`
+///   points at the guest VMCB (no reference to it is alive during the call); the guest
 ///   VMCB's permission maps, nested tables and every other address in it are valid and map
 ///   only memory the guest may own — the obligations of VMRUN, VMLOAD and VMSAVE;
 /// - the caller keeps the rest of the host state VMRUN does not restore (x87/SSE/AVX, XCR0,
 ///   DR0–DR3, CR2) as it needs it.
-pub(crate) unsafe fn enter(area: &mut SwitchArea) {
+pub(crate) unsafe fn enter(area: &mut SwitchArea, vmcb: NonNull<Vmcb>) {
     // SAFETY: the caller meets VMRUN/VMLOAD/VMSAVE's obligations; the routine saves and
     // restores every callee-saved register, leaves RSP balanced (VMRUN's #VMEXIT restores the
     // host RSP it ran with) and writes only `area`, the two VMCBs and its own stack.
-    unsafe { hvkit_svm_world_switch(area) };
+    unsafe { hvkit_svm_world_switch(area, vmcb.as_ptr()) };
 }

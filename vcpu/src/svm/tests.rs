@@ -781,3 +781,54 @@ fn a_protected_mode_guest_is_decoded_with_its_code_segment() {
         (0x5000, 0x43)
     );
 }
+
+#[test]
+fn intercept_configuration_dirties_only_the_intercepts() {
+    let mut c = core(NP | NRIP);
+    exit(&mut c, ExitCode::HLT, 0, 0);
+    c.set_tsc_offset(-1000);
+    assert_eq!(c.vmcb().control().tsc_offset(), (-1000i64) as u64);
+    assert!(c.intercept_cr(3, true, false));
+    assert!(!c.intercept_cr(16, true, true));
+    c.set_exception_bitmap(1 << 6);
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert_eq!(c.clean_stats().last_dirty, CleanBits::INTERCEPTS);
+    let v = c.vmcb().control();
+    assert_eq!(v.intercept_cr(), CrIntercepts::CR3_READ);
+    assert_eq!(v.intercept_exceptions().bits(), 1 << 6);
+    // The same values again change nothing.
+    exit(&mut c, ExitCode::HLT, 0, 0);
+    c.set_tsc_offset(-1000);
+    assert!(c.intercept_cr(3, true, false));
+    c.set_exception_bitmap(1 << 6);
+    c.set_cr_masks(0, 0).unwrap();
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert_eq!(c.clean_stats().last_dirty, CleanBits::empty());
+    // MOV RAX, CR3 with decode assists... here without: read with an unknown GPR is the
+    // caller's.
+    let ExitKind::CrAccess(cr) = exit(&mut c, ExitCode::CR3_READ, 0, 0) else {
+        panic!()
+    };
+    assert_eq!(cr.kind, CrAccessKind::Read { gpr: None });
+}
+
+#[test]
+fn a_blue_pill_state_passes_the_checks() {
+    // What `capture::current_state` reads on a 64-bit kernel: EFER with SCE/LME/LMA/NXE (and
+    // SVME, already on), CR4 with PGE/OSFXSR/OSXSAVE/FSGSBASE, a 64-bit TSS, DPL-0 flat data.
+    let mut s = GuestState::long_mode_flat(0x10_0000, 0xffff_ffff_8100_0000, 0xffff_c900_0000_0000);
+    s.efer |= 1 | crate::state::EFER_SVME;
+    s.cr4 |= (1 << 7) | (1 << 16) | crate::state::CR4_OSXSAVE;
+    s.tr.base = 0xffff_fe00_0000_3000;
+    s.gdtr = crate::state::DescriptorTable {
+        base: 0xffff_fe00_0000_1000,
+        limit: 0x7f,
+    };
+    let mut vmcb = Box::new(Vmcb::new());
+    write_vmcb(&mut vmcb, &layout(), &s);
+    assert!(hvkit_svm::check_vmcb(&vmcb, &caps(NP)).is_empty());
+    assert_eq!(vmcb.save().tr().base, 0xffff_fe00_0000_3000);
+    assert_eq!(vmcb.save().efer(), s.efer);
+    let mut c: TestCore = SvmCore::new(vmcb, caps(NP));
+    assert_eq!(c.efer().unwrap(), s.efer & !crate::state::EFER_SVME);
+}
