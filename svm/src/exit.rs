@@ -19,6 +19,9 @@
 use bit_field::BitField;
 
 /// A #VMEXIT code as written to EXITCODE (control-area offset 070h; APM Table C-1).
+///
+/// `repr(transparent)`: it is the VMCB's EXITCODE field, so its layout must be the `u64`'s.
+#[repr(transparent)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ExitCode(pub u64);
 
