@@ -119,7 +119,7 @@ global_asm!(
 unsafe extern "sysv64" {
     /// The routine above. `vmcb` is not used by the assembly: passing it tells the compiler
     /// that the guest VMCB may change across the call (the processor writes it on #VMEXIT).
-    fn hvkit_svm_world_switch(area: *mut SwitchArea, vmcb: *mut Vmcb);
+    fn hvkit_svm_world_switch(area: *mut SwitchArea, vmcb: *mut u8);
 }
 
 /// Enters the guest of the VMCB at `area.guest_vmcb` and returns at its next #VMEXIT (or at
@@ -140,5 +140,5 @@ pub(crate) unsafe fn enter(area: &mut SwitchArea, vmcb: NonNull<Vmcb>) {
     // SAFETY: the caller meets VMRUN/VMLOAD/VMSAVE's obligations; the routine saves and
     // restores every callee-saved register, leaves RSP balanced (VMRUN's #VMEXIT restores the
     // host RSP it ran with) and writes only `area`, the two VMCBs and its own stack.
-    unsafe { hvkit_svm_world_switch(area, vmcb.as_ptr()) };
+    unsafe { hvkit_svm_world_switch(area, vmcb.as_ptr().cast::<u8>()) };
 }
