@@ -67,6 +67,9 @@ pub enum VcpuError {
     /// The event cannot be injected (bad vector or error code).
     #[error("invalid event: {0}")]
     InvalidEvent(#[from] hvkit_vmx::exit::EventInjectionError),
+    /// INS/OUTS emulation stopped at a memory operand that does not translate.
+    #[error(transparent)]
+    StringIo(#[from] crate::string_io::StringIoError),
     /// A guest-physical range is not RAM of this guest.
     #[error("guest-physical {0:#x} is not RAM of this guest")]
     NotRam(u64),

@@ -153,6 +153,7 @@ pub mod capture;
 mod copy;
 pub mod error;
 pub mod event;
+pub mod string_io;
 pub mod svm;
 #[cfg(target_arch = "x86_64")]
 mod vcpu;

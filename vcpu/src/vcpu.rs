@@ -101,6 +101,7 @@ pub struct Vcpu<'p, P: Platform + ?Sized> {
     backend: Backend<'p, P>,
     ram: [Option<OwnedFrames<'p, P>>; MAX_OWNED_RAM],
     exits: u64,
+    last: Option<Exit>,
 }
 
 macro_rules! dispatch {
@@ -149,6 +150,7 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
             backend,
             ram: [const { None }; MAX_OWNED_RAM],
             exits: 0,
+            last: None,
         })
     }
 
@@ -169,7 +171,80 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     /// [`crate::ExitKind::EntryFailure`].
     pub fn run(&mut self) -> Result<Exit, VcpuError> {
         self.exits += 1;
-        dispatch!(self, b => b.run())
+        self.last = None;
+        let exit = dispatch!(self, b => b.run())?;
+        self.last = Some(exit);
+        Ok(exit)
+    }
+
+    /// The exit [`run`](Self::run) returned last.
+    #[must_use]
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last
+    }
+
+    /// Emulates the INS/OUTS (REP or not) of the last exit: `port` produces (IN) or consumes
+    /// (OUT) each element; guest memory is reached through the guest's page tables and the
+    /// nested tables ([`crate::string_io`]). RSI/RDI/RCX are updated; RIP moves past the
+    /// instruction when it is complete (a long REP exits again).
+    ///
+    /// # Errors
+    /// [`VcpuError::WrongExit`] unless the last exit was INS/OUTS, [`VcpuError::StringIo`] when
+    /// the guest's memory operand does not translate (the caller usually injects #GP or #PF),
+    /// [`VcpuError::Vmcs`].
+    pub fn complete_string_io(
+        &mut self,
+        port: impl FnMut(u16, crate::exit::IoDirection, &mut [u8]),
+    ) -> Result<(), VcpuError> {
+        use hvkit_paging::{Nested, NestedCr3, Walker};
+
+        use crate::exit::ExitKind;
+        use crate::svm::PlatformMemory;
+
+        let Some(Exit {
+            kind: ExitKind::Io(io),
+            ..
+        }) = self.last
+        else {
+            return Err(VcpuError::WrongExit("INS or OUTS"));
+        };
+        if !io.string {
+            return Err(VcpuError::WrongExit("INS or OUTS"));
+        }
+        let memory = PlatformMemory(self.platform);
+        let done = match &mut self.backend {
+            Backend::Vmx(b) => {
+                let (operand, paging) = b.core.string_operand(io.direction)?;
+                let eptp = match &b.nested {
+                    Some(crate::memory::NestedPaging::Ept { eptp, .. }) => *eptp,
+                    _ => return Err(Unsupported::NoEpt.into()),
+                };
+                let walker = Walker::new(
+                    memory,
+                    Nested::Ept {
+                        eptp,
+                        mode_based_execute: false,
+                    },
+                );
+                crate::string_io::emulate(&io, &operand, &mut b.core.regs, &walker, &paging, port)?
+            }
+            Backend::Svm(b) => {
+                let (operand, paging, ncr3) = svm_string_operand(b.core.vmcb(), io.direction);
+                let walker = Walker::new(
+                    memory,
+                    Nested::Npt {
+                        ncr3: NestedCr3(ncr3),
+                        levels: host_paging_levels(),
+                        nxe: true,
+                    },
+                );
+                crate::string_io::emulate(&io, &operand, &mut b.core.regs, &walker, &paging, port)?
+            }
+        };
+        if done {
+            self.skip_instruction()?;
+        }
+        Ok(())
     }
 
     /// Exits so far (calls to [`run`](Self::run)).
@@ -499,6 +574,70 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
             Backend::Svm(b) => b.core.exit_code().name(),
         }
     }
+}
+
+/// The depth of the host's (and so the nested tables') paging: 5 with CR4.LA57, else 4.
+fn host_paging_levels() -> u8 {
+    let cr4: u64;
+    // SAFETY: reading CR4 has no side effects; `Vcpu` exists only at CPL 0 (`Vcpu::new`).
+    unsafe { core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nostack, nomem)) };
+    if cr4 & (1 << 12) != 0 { 5 } else { 4 }
+}
+
+/// The INS/OUTS operand from the VMCB (APM 15.10.2, Figure 15-2 "EXITINFO1 for IOIO Intercept":
+/// A16/A32/A64 in bits 9:7, the segment in bits 12:10). QEMU's TCG leaves the address-size bits
+/// clear, so they are derived from CS.L/CS.D then; without a segment (decode assists) OUTS uses
+/// DS.
+fn svm_string_operand(
+    vmcb: &hvkit_svm::Vmcb,
+    direction: crate::exit::IoDirection,
+) -> (
+    crate::string_io::StringOperand,
+    hvkit_paging::GuestPagingState,
+    u64,
+) {
+    let save = vmcb.save();
+    let info1 = vmcb.control().exit_info1();
+    let cs = crate::state::SegmentAccess::from_svm_attributes(save.cs().attributes.bits());
+    let long = save.efer() & crate::state::EFER_LMA != 0 && cs.long();
+    let address_bits = match (info1 >> 7) & 7 {
+        1 => 16,
+        2 => 32,
+        4 => 64,
+        _ if long => 64,
+        _ if cs.default_big() => 32,
+        _ => 16,
+    };
+    let segment = match direction {
+        crate::exit::IoDirection::In => 0,
+        crate::exit::IoDirection::Out => match (info1 >> 10) & 7 {
+            0 => 3,
+            s => s,
+        },
+    };
+    let segment_base = match segment {
+        4 => save.fs().base,
+        5 => save.gs().base,
+        _ if address_bits == 64 => 0,
+        0 => save.es().base,
+        1 => save.cs().base,
+        2 => save.ss().base,
+        _ => save.ds().base,
+    };
+    let operand = crate::string_io::StringOperand {
+        segment_base,
+        address_bits,
+        direction_flag: save.rflags() & (1 << 10) != 0,
+        user: save.cpl() == 3,
+    };
+    let paging = hvkit_paging::GuestPagingState {
+        cr0: save.cr0(),
+        cr3: save.cr3(),
+        cr4: save.cr4(),
+        efer: save.efer(),
+        ..hvkit_paging::GuestPagingState::real_mode()
+    };
+    (operand, paging, vmcb.control().nested_cr3().as_u64())
 }
 
 fn host_cpuid(leaf: u32, subleaf: u32) -> CpuIdResult {

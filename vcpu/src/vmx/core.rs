@@ -365,6 +365,62 @@ impl<V: VmcsWrite> VmxCore<V> {
         self.put(Lazy::Interruptibility, u64::from(value.bits()));
     }
 
+    /// The memory operand of the INS/OUTS that just exited and the guest's paging registers, for
+    /// [`crate::string_io::emulate`]: the VM-exit instruction information (address size, segment;
+    /// SDM 28.2.5, table "Format of the VM-Exit Instruction-Information Field as Used for INS and
+    /// OUTS"), the segment base, RFLAGS.DF, SS.DPL and CR0/CR3/CR4/EFER.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn string_operand(
+        &mut self,
+        direction: IoDirection,
+    ) -> Result<
+        (
+            crate::string_io::StringOperand,
+            hvkit_paging::GuestPagingState,
+        ),
+        VcpuError,
+    > {
+        use hvkit_vmx::exit::{AddressSize, InsOutsInstructionInfo, SegmentRegister};
+        let info = InsOutsInstructionInfo(self.vmcs.read(exit_info::VM_EXIT_INSTRUCTION_INFO)?);
+        let address_bits = match info.address_size() {
+            AddressSize::Bits16 => 16,
+            AddressSize::Bits32 => 32,
+            _ => 64,
+        };
+        let segment = match direction {
+            IoDirection::In => SegmentRegister::Es,
+            IoDirection::Out => info.segment(),
+        };
+        let base_field = match segment {
+            SegmentRegister::Es => guest::ES_BASE,
+            SegmentRegister::Cs => guest::CS_BASE,
+            SegmentRegister::Ss => guest::SS_BASE,
+            SegmentRegister::Fs => guest::FS_BASE,
+            SegmentRegister::Gs => guest::GS_BASE,
+            _ => guest::DS_BASE,
+        };
+        let flat =
+            address_bits == 64 && !matches!(segment, SegmentRegister::Fs | SegmentRegister::Gs);
+        let segment_base = if flat { 0 } else { self.vmcs.read(base_field)? };
+        let ss = crate::state::SegmentAccess(self.vmcs.read(guest::SS_ACCESS_RIGHTS)?);
+        let operand = crate::string_io::StringOperand {
+            segment_base,
+            address_bits,
+            direction_flag: self.rflags()? & (1 << 10) != 0,
+            user: ss.dpl() == 3,
+        };
+        let paging = hvkit_paging::GuestPagingState {
+            cr0: self.get(Lazy::Cr0)?,
+            cr3: self.cr3()?,
+            cr4: self.get(Lazy::Cr4)?,
+            efer: self.efer()?,
+            ..hvkit_paging::GuestPagingState::real_mode()
+        };
+        Ok((operand, paging))
+    }
+
     /// Moves RIP past the instruction that caused the exit (VM-exit instruction length) and
     /// ends an STI or MOV SS interrupt shadow, as retiring the instruction would (SDM 25.4.2).
     ///
