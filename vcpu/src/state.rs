@@ -196,6 +196,28 @@ impl Segment {
     }
 }
 
+/// The segment registers, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SegmentName {
+    /// ES.
+    Es,
+    /// CS.
+    Cs,
+    /// SS.
+    Ss,
+    /// DS.
+    Ds,
+    /// FS.
+    Fs,
+    /// GS.
+    Gs,
+    /// TR.
+    Tr,
+    /// LDTR.
+    Ldtr,
+}
+
 /// A descriptor-table register (GDTR or IDTR).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DescriptorTable {

@@ -23,7 +23,7 @@ use crate::exit::Exit;
 use crate::memory::{MemoryMap, Region, RegionKind};
 use crate::platform::{OwnedFrames, Platform};
 use crate::regs::GuestRegisters;
-use crate::state::GuestState;
+use crate::state::{GuestState, Segment, SegmentName};
 use crate::vmx::hardware::VmxVcpu;
 
 /// How many RAM runs [`Vcpu::add_ram`] keeps.
@@ -332,6 +332,45 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     /// [`VcpuError::Vmcs`].
     pub fn efer(&mut self) -> Result<u64, VcpuError> {
         dispatch!(self, b => b.core.efer())
+    }
+
+    /// A guest segment register.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn segment(&mut self, which: SegmentName) -> Result<Segment, VcpuError> {
+        match &mut self.backend {
+            Backend::Vmx(b) => b.core.segment(which),
+            Backend::Svm(b) => {
+                let save = b.core.vmcb().save();
+                let s = match which {
+                    SegmentName::Es => save.es(),
+                    SegmentName::Cs => save.cs(),
+                    SegmentName::Ss => save.ss(),
+                    SegmentName::Ds => save.ds(),
+                    SegmentName::Fs => save.fs(),
+                    SegmentName::Gs => save.gs(),
+                    SegmentName::Tr => save.tr(),
+                    _ => save.ldtr(),
+                };
+                Ok(Segment {
+                    selector: s.selector,
+                    base: s.base,
+                    limit: s.limit,
+                    access: crate::state::SegmentAccess::from_svm_attributes(s.attributes.bits()),
+                })
+            }
+        }
+    }
+
+    /// Sets the guest CR2 for the next entry (before injecting a #PF): VMX does not keep CR2 in
+    /// the VMCS, so it is loaded into the processor's CR2 right before VM entry; SVM keeps it in
+    /// the VMCB.
+    pub fn set_cr2(&mut self, cr2: u64) {
+        match &mut self.backend {
+            Backend::Vmx(b) => b.pending_cr2 = Some(cr2),
+            Backend::Svm(b) => b.core.vmcb_mut().set_cr2(cr2),
+        }
     }
 
     /// Moves RIP past the instruction that exited (ending an STI/MOV SS shadow).

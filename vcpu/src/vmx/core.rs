@@ -43,7 +43,9 @@ use crate::exit::{
 };
 use crate::hypercall::Hypercall;
 use crate::regs::GuestRegisters;
-use crate::state::{CR0_PE, CR0_PG, CR4_OSXSAVE, EFER_LMA, EFER_LME, RFLAGS_IF};
+use crate::state::{
+    CR0_PE, CR0_PG, CR4_OSXSAVE, EFER_LMA, EFER_LME, RFLAGS_IF, Segment, SegmentName,
+};
 
 /// The guest fields kept lazily.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -316,6 +318,33 @@ impl<V: VmcsWrite> VmxCore<V> {
     pub fn set_cr4(&mut self, cr4: u64) -> Result<(), VcpuError> {
         self.vmcs.write(control::CR4_READ_SHADOW, cr4)?;
         self.put(Lazy::Cr4, self.cr.cr4_actual(cr4));
+        Ok(())
+    }
+
+    /// A segment register (4 VMREADs: selector, base, limit, access rights).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn segment(&mut self, which: SegmentName) -> Result<Segment, VcpuError> {
+        let [sel, base, limit, access] = segment_fields(which);
+        Ok(Segment {
+            selector: self.vmcs.read_raw(sel)? as u16,
+            base: self.vmcs.read_raw(base)?,
+            limit: self.vmcs.read_raw(limit)? as u32,
+            access: crate::state::SegmentAccess(self.vmcs.read_raw(access)? as u32),
+        })
+    }
+
+    /// Writes a segment register (4 VMWRITEs).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn set_segment(&mut self, which: SegmentName, segment: &Segment) -> Result<(), VcpuError> {
+        let [sel, base, limit, access] = segment_fields(which);
+        self.vmcs.write_raw(sel, u64::from(segment.selector))?;
+        self.vmcs.write_raw(base, segment.base)?;
+        self.vmcs.write_raw(limit, u64::from(segment.limit))?;
+        self.vmcs.write_raw(access, u64::from(segment.access.0))?;
         Ok(())
     }
 
@@ -906,6 +935,26 @@ impl<V: VmcsWrite> VmxCore<V> {
         }
         Ok(())
     }
+}
+
+fn segment_fields(which: SegmentName) -> [FieldEncoding; 4] {
+    use guest as g;
+    let (s, b, l, a) = match which {
+        SegmentName::Es => (g::ES_SELECTOR, g::ES_BASE, g::ES_LIMIT, g::ES_ACCESS_RIGHTS),
+        SegmentName::Cs => (g::CS_SELECTOR, g::CS_BASE, g::CS_LIMIT, g::CS_ACCESS_RIGHTS),
+        SegmentName::Ss => (g::SS_SELECTOR, g::SS_BASE, g::SS_LIMIT, g::SS_ACCESS_RIGHTS),
+        SegmentName::Ds => (g::DS_SELECTOR, g::DS_BASE, g::DS_LIMIT, g::DS_ACCESS_RIGHTS),
+        SegmentName::Fs => (g::FS_SELECTOR, g::FS_BASE, g::FS_LIMIT, g::FS_ACCESS_RIGHTS),
+        SegmentName::Gs => (g::GS_SELECTOR, g::GS_BASE, g::GS_LIMIT, g::GS_ACCESS_RIGHTS),
+        SegmentName::Tr => (g::TR_SELECTOR, g::TR_BASE, g::TR_LIMIT, g::TR_ACCESS_RIGHTS),
+        SegmentName::Ldtr => (
+            g::LDTR_SELECTOR,
+            g::LDTR_BASE,
+            g::LDTR_LIMIT,
+            g::LDTR_ACCESS_RIGHTS,
+        ),
+    };
+    [s.encoding(), b.encoding(), l.encoding(), a.encoding()]
 }
 
 /// XCR0 rules (SDM Vol. 1 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled Features"):

@@ -51,6 +51,8 @@ pub struct VmxVcpu<'p, P: Platform + ?Sized> {
     pub(crate) nested: Option<NestedPaging<'p, P>>,
     xstate: ExtendedState<'p, P>,
     invept: bool,
+    /// A CR2 value to load before the next entry (VMX does not switch CR2).
+    pub(crate) pending_cr2: Option<u64>,
     // Dropped last (after VMCLEAR and VMXOFF in `Drop`).
     vmcs_frame: OwnedFrames<'p, P>,
     vmxon_frame: OwnedFrames<'p, P>,
@@ -161,6 +163,7 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
             nested: Some(nested),
             xstate,
             invept: ept_vpid.contains(EptVpidCap::INVEPT),
+            pending_cr2: None,
             vmcs_frame,
             vmxon_frame,
         };
@@ -199,6 +202,11 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
     pub(crate) fn run(&mut self) -> Result<Exit, VcpuError> {
         self.core.prepare_entry()?;
         self.area.regs = self.core.regs;
+        if let Some(cr2) = self.pending_cr2.take() {
+            // SAFETY: CPL 0; CR2 only holds the last page-fault address, which the host does
+            // not depend on between here and the VM entry (the guest sees it as its own CR2).
+            unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
+        }
         let xcr0 = self.core.xcr0;
         // SAFETY: CPL 0 (the constructor's obligation); `xcr0` passed `xcr0_valid` or is 1.
         unsafe { self.xstate.to_guest(xcr0) };

@@ -649,3 +649,28 @@ fn vmcs_traffic() {
         );
     }
 }
+
+#[test]
+fn segments_read_and_write() {
+    let mut core = long_mode_core();
+    let cs = core.segment(crate::state::SegmentName::Cs).unwrap();
+    assert_eq!(
+        (cs.selector, cs.access.0, cs.limit),
+        (0x08, 0xa09b, 0xffff_ffff)
+    );
+    let fs = crate::state::Segment {
+        selector: 0x33,
+        base: 0x7000,
+        limit: 0xfff,
+        access: crate::state::SegmentAccess::DATA32,
+    };
+    core.set_segment(crate::state::SegmentName::Fs, &fs)
+        .unwrap();
+    assert_eq!(core.segment(crate::state::SegmentName::Fs).unwrap(), fs);
+    assert_eq!(
+        core.segment(crate::state::SegmentName::Ldtr)
+            .unwrap()
+            .access,
+        crate::state::SegmentAccess::UNUSABLE
+    );
+}
