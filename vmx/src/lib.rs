@@ -122,6 +122,6 @@ pub mod capabilities;
 pub mod controls;
 pub mod enable;
 pub mod exit;
-pub mod msr;
 pub mod fields;
+pub mod msr;
 pub mod vmcs;
