@@ -40,7 +40,11 @@ pub struct VcpuConfig {
     /// TLB) and is replaced by 1 on SVM, where ASID 0 is the host's.
     pub vpid: u16,
     /// Take external interrupts as exits ([`crate::ExitKind::ExternalInterrupt`]) instead of
-    /// delivering them straight to the guest.
+    /// delivering them straight to the guest. Off by default: then the host's device
+    /// interrupts (a BIOS-programmed PIT on IRQ 0 = vector 8, say) reach the guest's IDT as
+    /// soon as it sets IF, so a host that does not want that masks them (PIC/APIC) or turns
+    /// this on. On VMX the exit acknowledges the interrupt ([`Vcpu::acknowledged_vector`]); on
+    /// SVM it stays pending until the host takes it.
     pub external_interrupt_exiting: bool,
     /// Exceptions that exit (bit n = vector n).
     pub exception_bitmap: u32,
@@ -360,6 +364,20 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
                     access: crate::state::SegmentAccess::from_svm_attributes(s.attributes.bits()),
                 })
             }
+        }
+    }
+
+    /// After [`crate::ExitKind::ExternalInterrupt`] on VMX with
+    /// [`VcpuConfig::external_interrupt_exiting`]: the vector the processor acknowledged on the
+    /// exit (the host must EOI it or inject it into the guest). SVM does not acknowledge
+    /// (the interrupt stays pending until the host sets GIF and IF): `None`.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn acknowledged_vector(&mut self) -> Result<Option<u8>, VcpuError> {
+        match &mut self.backend {
+            Backend::Vmx(b) => b.core.acknowledged_vector(),
+            Backend::Svm(_) => Ok(None),
         }
     }
 

@@ -321,6 +321,21 @@ impl<V: VmcsWrite> VmxCore<V> {
         Ok(())
     }
 
+    /// After an external-interrupt exit with "acknowledge interrupt on exit" (what
+    /// [`crate::VcpuConfig::external_interrupt_exiting`] sets up): the vector the processor
+    /// acknowledged (SDM 28.2.2, the VM-exit interruption-information field). The host owns it
+    /// now (EOI, or re-inject it into the guest). `None` for other exits.
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`].
+    pub fn acknowledged_vector(&mut self) -> Result<Option<u8>, VcpuError> {
+        if self.last_kind() != Some(ExitKind::ExternalInterrupt) {
+            return Ok(None);
+        }
+        let info = ExitInterruptionInfo(self.vmcs.read(exit_info::VM_EXIT_INTERRUPTION_INFO)?);
+        Ok(info.is_valid().then(|| info.vector()))
+    }
+
     /// A segment register (4 VMREADs: selector, base, limit, access rights).
     ///
     /// # Errors

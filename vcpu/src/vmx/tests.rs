@@ -674,3 +674,17 @@ fn segments_read_and_write() {
         crate::state::SegmentAccess::UNUSABLE
     );
 }
+
+#[test]
+fn acknowledged_vector_of_an_external_interrupt() {
+    let mut core = long_mode_core();
+    exit(&mut core, 1, &[(F::Interruption, 0x8000_0031)]);
+    assert_eq!(
+        core.decode_exit().unwrap().kind,
+        ExitKind::ExternalInterrupt
+    );
+    assert_eq!(core.acknowledged_vector().unwrap(), Some(0x31));
+    exit(&mut core, 12, &[(F::Length, 1)]);
+    core.decode_exit().unwrap();
+    assert_eq!(core.acknowledged_vector().unwrap(), None);
+}
