@@ -128,6 +128,11 @@
 //! - a hostile guest: a write outside its memory (a nested-page fault to the caller), VMXON or
 //!   VMRUN (#UD), then a triple fault ([`ExitKind::Shutdown`]).
 //!
+//! The same cases ran under Bochs' SVM model (`trinity_apu`, with NRIP save) too, except the
+//! triple fault: Bochs 2.7 does not turn a guest triple fault into #VMEXIT(SHUTDOWN) (it panics,
+//! or resets the machine with `reset_on_triple_fault=1`). Bochs' SVM also does not load CR2 from
+//! the VMCB, which [`Vcpu::set_cr2`] works around.
+//!
 //! Measured: a CPUID round trip costs about 910 guest TSC cycles under Bochs and about 60 000
 //! under QEMU TCG (relative figures; emulators, not hardware).
 //!

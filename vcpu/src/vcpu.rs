@@ -383,11 +383,18 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
 
     /// Sets the guest CR2 for the next entry (before injecting a #PF): VMX does not keep CR2 in
     /// the VMCS, so it is loaded into the processor's CR2 right before VM entry; SVM keeps it in
-    /// the VMCB.
+    /// the VMCB (APM Table B-2, offset 640h), and the processor's CR2 gets it too, because Bochs
+    /// 2.7's SVM does not load CR2 from the VMCB on VMRUN (measured with `trinity_apu`: the
+    /// guest read 0; QEMU TCG loads it).
     pub fn set_cr2(&mut self, cr2: u64) {
         match &mut self.backend {
             Backend::Vmx(b) => b.pending_cr2 = Some(cr2),
-            Backend::Svm(b) => b.core.vmcb_mut().set_cr2(cr2),
+            Backend::Svm(b) => {
+                b.core.vmcb_mut().set_cr2(cr2);
+                // SAFETY: CPL 0 (`Vcpu::new`); CR2 only records page-fault addresses, and the
+                // host takes no page fault before the VMRUN that follows.
+                unsafe { core::arch::asm!("mov cr2, {}", in(reg) cr2, options(nostack, nomem)) };
+            }
         }
     }
 
