@@ -3,9 +3,10 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use hvkit_fuzz::reference_walker::{EptRef, Outcome, Regs, walk};
+use hvkit_fuzz::reference_walker::{EptRef, NestedRef, NptRef, Outcome, Regs, walk};
 use hvkit_paging::walk::{AccessKind, WalkFault};
-use hvkit_paging::{Access, Eptp, GuestPagingState, GuestVirtAddr, HostArena, HostPhysAddr, Nested, PhysMemory, Walker};
+use hvkit_paging::walk::NpfExitInfo1;
+use hvkit_paging::{Access, Eptp, GuestPagingState, NestedCr3, GuestVirtAddr, HostArena, HostPhysAddr, Nested, PhysMemory, Walker};
 use libfuzzer_sys::fuzz_target;
 
 const FRAMES: u64 = 16;
@@ -26,7 +27,7 @@ struct Input {
     ac: bool,
     seed: u64,
     /// Bit 0: EPT on; bit 1: EPT A/D; bit 2: mode-based execute; bit 3: advanced exit info;
-    /// bit 4: 5-level EPT.
+    /// bit 4: 5-level EPT / NPT; bit 5: NPT instead of EPT (bit 1 is then host EFER.NXE).
     ept: u8,
     ept_root: u8,
     writes: Vec<(u8, u16, u64)>,
@@ -68,13 +69,24 @@ fuzz_target!(|i: Input| {
         gbpages: i.gbpages,
     };
     let kind = i.kind % 3;
-    let ept = (i.ept & 1 == 1).then(|| EptRef {
+    let root = base + u64::from(i.ept_root) % FRAMES * 4096;
+    let npt = (i.ept & 1 == 1 && i.ept >> 5 & 1 == 1).then(|| NptRef {
+        root,
+        levels: if i.ept >> 4 & 1 == 1 { 5 } else { 4 },
+        nxe: i.ept >> 1 & 1 == 1,
+    });
+    let ept = (i.ept & 1 == 1 && npt.is_none()).then(|| EptRef {
         eptp: base + u64::from(i.ept_root) % FRAMES * 4096 | 6 | if i.ept >> 4 & 1 == 1 { 4 << 3 } else { 3 << 3 }
             | u64::from(i.ept >> 1 & 1) << 6,
         mbec: i.ept >> 2 & 1 == 1,
         advanced: i.ept >> 3 & 1 == 1,
     });
-    let want = walk(&arena, ept.as_ref(), &regs, i.va, kind, i.user, i.implicit, i.ac);
+    let nref = match (ept, npt) {
+        (Some(e), _) => Some(NestedRef::Ept(e)),
+        (_, Some(n)) => Some(NestedRef::Npt(n)),
+        _ => None,
+    };
+    let want = walk(&arena, nref.as_ref(), &regs, i.va, kind, i.user, i.implicit, i.ac);
     let st = GuestPagingState {
         cr0: regs.cr0,
         cr3: regs.cr3,
@@ -90,9 +102,10 @@ fuzz_target!(|i: Input| {
         implicit_supervisor: i.implicit,
         rflags_ac: i.ac,
     };
-    let nested = match ept {
-        None => Nested::None,
-        Some(e) => Nested::Ept { eptp: Eptp(e.eptp), mode_based_execute: e.mbec },
+    let nested = match (ept, npt) {
+        (Some(e), _) => Nested::Ept { eptp: Eptp(e.eptp), mode_based_execute: e.mbec },
+        (_, Some(n)) => Nested::Npt { ncr3: NestedCr3(n.root), levels: n.levels as u8, nxe: n.nxe },
+        _ => Nested::None,
     };
     let mut walker = Walker::new(&arena, nested);
     walker.advanced_exit_info = ept.is_some_and(|e| e.advanced);
@@ -110,6 +123,10 @@ fuzz_target!(|i: Input| {
             Outcome::EptViolation { qual: qualification.bits(), gpa: gpa.as_u64() }
         }
         Err(WalkFault::EptMisconfig { gpa }) => Outcome::EptMisconfig(gpa.as_u64()),
+        Err(WalkFault::NestedPageFault { exitinfo1, gpa }) => {
+            let _: NpfExitInfo1 = exitinfo1;
+            Outcome::Npf { info: exitinfo1.bits(), gpa: gpa.as_u64() }
+        }
         Err(other) => panic!("unexpected {other:?} without nested paging"),
     };
     assert_eq!(got, want, "regs {regs:?} va {:#x} kind {kind}", i.va);

@@ -20,6 +20,73 @@ pub enum Outcome {
     EptViolation { qual: u64, gpa: u64 },
     /// EPT misconfiguration at this guest-physical address.
     EptMisconfig(u64),
+    /// Nested page fault: EXITINFO1 and the guest-physical address.
+    Npf { info: u64, gpa: u64 },
+}
+
+/// AMD nested paging in use: nCR3 root, depth, host EFER.NXE.
+#[derive(Debug, Clone, Copy)]
+pub struct NptRef {
+    pub root: u64,
+    pub levels: u32,
+    pub nxe: bool,
+}
+
+/// One nested translation (APM 15.25.5/15.25.6): user access; guest-table accesses are writes.
+/// Faults are `Outcome::Npf { info, gpa }`.
+fn npt(mem: &HostArena, n: &NptRef, gpa: u64, kind: u8, fin: bool) -> Result<(u64, u64), Outcome> {
+    let kind = if fin { kind } else { 1 };
+    let mut info = 4u64 | if kind == 1 { 2 } else { 0 } | if kind == 2 { 16 } else { 0 };
+    info |= if fin { 1 << 32 } else { 1 << 33 };
+    let fault = |extra: u64| Outcome::Npf { info: info | extra, gpa };
+    if gpa >> (12 + 9 * n.levels) != 0 {
+        return Err(fault(0));
+    }
+    let mut table = n.root & bits(51, 12);
+    let (mut u, mut w, mut x) = (true, true, true);
+    for level in (1..=n.levels).rev() {
+        let shift = 12 + 9 * (level - 1);
+        let Ok(e) = mem.read_u64(HostPhysAddr::new_truncate(table + ((gpa >> shift) & 511) * 8)) else {
+            return Err(Outcome::Memory);
+        };
+        if e & 1 == 0 {
+            return Err(fault(0));
+        }
+        let large = (level == 2 || level == 3) && bit(e, 7);
+        let mut rsvd = 0;
+        if !n.nxe {
+            rsvd |= 1 << 63;
+        }
+        if level >= 4 {
+            rsvd |= 1 << 7;
+        }
+        if large {
+            rsvd |= bits(shift - 1, 13);
+        }
+        if e & rsvd != 0 {
+            return Err(fault(1 | 8));
+        }
+        u &= bit(e, 2);
+        w &= bit(e, 1);
+        x &= !bit(e, 63);
+        if level == 1 || large {
+            if !u || (kind == 1 && !w) || (kind == 2 && n.nxe && !x) {
+                return Err(fault(1));
+            }
+            return Ok(((e & bits(51, shift)) | (gpa & ((1 << shift) - 1)), 1 << shift));
+        }
+        table = e & bits(51, 12);
+    }
+    unreachable!("level 1 always returns")
+}
+
+/// The nested paging in use.
+#[derive(Debug, Clone, Copy)]
+pub enum NestedRef {
+    /// Intel EPT.
+    Ept(EptRef),
+    /// AMD NPT.
+    Npt(NptRef),
 }
 
 /// The EPT in use, if any.
@@ -130,7 +197,7 @@ fn bit(v: u64, n: u32) -> bool {
 /// kind: 0 read, 1 write, 2 fetch.
 pub fn walk(
     mem: &HostArena,
-    nested: Option<&EptRef>,
+    nested: Option<&NestedRef>,
     r: &Regs,
     va: u64,
     kind: u8,
@@ -141,7 +208,8 @@ pub fn walk(
     // Guest-physical → host-physical: identity without EPT.
     let tr = |gpa: u64, kind: u8, fin: bool, pdpte: bool, rights| match nested {
         None => Ok((gpa, 1u64 << 30)),
-        Some(e) => ept(mem, e, gpa, kind, fin, pdpte, rights),
+        Some(NestedRef::Ept(e)) => ept(mem, e, gpa, kind, fin, pdpte, rights),
+        Some(NestedRef::Npt(n)) => npt(mem, n, gpa, kind, fin),
     };
     let finish = |gpa: u64, size: u64, global: bool, rights| match tr(gpa, kind, true, false, rights) {
         Ok((hpa, nsize)) => Outcome::Ok { gpa, hpa, size: size.min(nsize), global },
