@@ -929,13 +929,20 @@ impl<V: VmcsWrite> VmxCore<V> {
         let shadow = state
             .intersects(Interruptibility::BLOCKING_BY_STI | Interruptibility::BLOCKING_BY_MOV_SS);
         if self.pending.nmi {
-            let open = !shadow && !state.contains(Interruptibility::BLOCKING_BY_NMI);
+            let nmi_blocked = state.contains(Interruptibility::BLOCKING_BY_NMI);
+            let open = !shadow && !nmi_blocked;
             if open {
                 self.pending.nmi = false;
                 self.write_injection(EventInjection::nmi())?;
             }
+            // Without NMI-window exiting, an interrupt window is a fair proxy only for the end
+            // of an STI/MOV SS shadow (with IF = 1); blocking by NMI lasts until the guest's
+            // IRET, which nothing here sees, so the NMI then waits for a later exit instead of
+            // spinning on window exits.
             let nmi_window = !open && self.nmi_window;
-            let interrupt_window = self.pending.interrupt.is_some() || (!open && !self.nmi_window);
+            let proxy =
+                !open && !self.nmi_window && !nmi_blocked && self.rflags()? & RFLAGS_IF != 0;
+            let interrupt_window = self.pending.interrupt.is_some() || proxy;
             self.set_window(PrimaryControls::NMI_WINDOW_EXITING, nmi_window);
             self.set_window(PrimaryControls::INTERRUPT_WINDOW_EXITING, interrupt_window);
             return Ok(());

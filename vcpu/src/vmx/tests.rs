@@ -688,3 +688,48 @@ fn acknowledged_vector_of_an_external_interrupt() {
     core.decode_exit().unwrap();
     assert_eq!(core.acknowledged_vector().unwrap(), None);
 }
+
+#[test]
+fn nmi_blocked_by_nmi_waits_without_spinning_on_windows() {
+    let mut core = long_mode_core();
+    core.vmcs_mut()
+        .inner_mut()
+        .write(
+            guest::INTERRUPTIBILITY_STATE,
+            Interruptibility::BLOCKING_BY_NMI.bits(),
+        )
+        .unwrap();
+    core.vmcs_mut()
+        .inner_mut()
+        .write(guest::RFLAGS, 0x202)
+        .unwrap();
+    exit(&mut core, 12, &[(F::Length, 1)]);
+    core.decode_exit().unwrap();
+    core.inject(Event::Nmi);
+    core.prepare_entry().unwrap();
+    let v = core.vmcs().inner();
+    let primary = v.read(control::PRIMARY_PROC_BASED_VM_EXEC_CONTROL).unwrap();
+    assert_eq!(
+        primary & PrimaryControls::INTERRUPT_WINDOW_EXITING.bits(),
+        0
+    );
+    assert_eq!(
+        v.read(control::VM_ENTRY_INTERRUPTION_INFO).unwrap() & (1 << 31),
+        0
+    );
+    // Unblocked at a later exit: the NMI goes in (type 2, vector 2).
+    core.vmcs_mut()
+        .inner_mut()
+        .write(guest::INTERRUPTIBILITY_STATE, 0)
+        .unwrap();
+    exit(&mut core, 12, &[(F::Length, 1)]);
+    core.decode_exit().unwrap();
+    core.prepare_entry().unwrap();
+    assert_eq!(
+        core.vmcs()
+            .inner()
+            .read(control::VM_ENTRY_INTERRUPTION_INFO)
+            .unwrap(),
+        0x8000_0202
+    );
+}
