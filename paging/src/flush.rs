@@ -15,9 +15,13 @@ pub enum FlushKind {
     /// INVEPT single-context with the EPTP of this root (SDM Vol. 3C 29.4.3.1), on every CPU that
     /// ran with it.
     InveptSingleContext,
-    /// Flush the guest's ASID (VMCB TLB_CONTROL = 3, or INVLPGA per page; APM 15.16).
+    /// Flush the guest's ASID (VMCB TLB_CONTROL = 3 "flush this guest's TLB entries", APM 15.16.1):
+    /// nested-table changes affect guest-physical translations, which INVLPGA (by linear address)
+    /// cannot target.
     NestedAsid,
-    /// INVLPG each page (or reload CR3) in the address space of the table (SDM Vol. 3A 4.10.4.1).
+    /// Per page of the linear range: INVLPG in the table's own address space, or from the
+    /// hypervisor INVLPGA (APM 15.16.2) / INVVPID individual-address (SDM Vol. 3C 29.4.3.3); or a
+    /// CR3 reload (SDM Vol. 3A 4.10.4.1).
     GuestTlb,
 }
 
