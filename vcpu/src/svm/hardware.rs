@@ -245,6 +245,13 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
         self.core.clean_stats()
     }
 
+    /// The VMRUN consistency rules the VMCB broke (see [`SvmCore::violations`]): what an
+    /// [`crate::exit::EntryFailure::VmrunFailed`] exit means.
+    #[must_use]
+    pub fn violations(&self) -> hvkit_svm::Violations {
+        self.core.violations()
+    }
+
     /// Applies a nested-table change: the guest's TLB entries are flushed at the next VMRUN.
     fn flush(&mut self, flush: Flush) {
         flush.ignore();
