@@ -15,6 +15,27 @@
 //!
 //! Manual: AMD64 Architecture Programmer's Manual Volume 2: System Programming, Publication No.
 //! 24593, Revision 3.42, March 2024, Chapter 15 "Secure Virtual Machine".
+//!
+//! # Run on the emulators
+//! A scratch bare-metal kernel drove this backend through [`crate::Vcpu`] on QEMU 7.2 TCG
+//! (`-cpu max`: nested paging, no NRIP save, no decode assists, no clean bits) and on Bochs 2.7
+//! (`trinity_apu`: NRIP save and FlushByAsid, no decode assists), with both decoders (the
+//! built-in one without an allocator, `iced-x86` with a bump allocator; iced's tables took
+//! 359 KiB of heap). Every guest passed on both:
+//! - 32-bit protected mode: CPUID with a redundant CS prefix (skipped by its decoded length, 3),
+//!   OUT/IN through the IOPM (next RIP from EXITINFO2), VMMCALL PING, MOV CR4 with a host-owned
+//!   bit (GPR from the decoder), a write to an unmapped GPA served by mapping on demand, HLT;
+//! - real mode at 0000:7C00 and 64-bit long mode with the guest's own 4-level tables (decoding
+//!   through the 2-D walker);
+//! - events: #UD and #GP(18h) injected into the guest's handlers, an interrupt (vector 40h) held
+//!   back while RFLAGS.IF = 0 and delivered at the VINTR window;
+//! - hostile: VMRUN in the guest → #UD → triple fault → [`crate::ExitKind::Shutdown`]; a state with
+//!   CR0.NW without CD refused before VMRUN with the rule named.
+//!
+//! Without [`crate::VcpuConfig::external_interrupt_exiting`], physical interrupts go to the guest
+//! (no INTR intercept): on these emulators the BIOS leaves the PIT running through the PIC at
+//! vector 8, so a guest that sets RFLAGS.IF receives the host's timer ticks unless the host
+//! masks the PIC or asks for interrupt exits.
 
 pub mod core;
 pub mod decode;
