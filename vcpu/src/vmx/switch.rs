@@ -63,7 +63,6 @@ global_asm!(
     "push rdi",
     "cmp rsp, [rdi + {host_rsp}]",
     "je 2f",
-    "mov [rdi + {host_rsp}], rsp",
     "mov rax, {host_rsp_field}",
     "vmwrite rax, rsp",
     "jbe 9f",
@@ -71,6 +70,8 @@ global_asm!(
     "mov rax, {host_rip_field}",
     "vmwrite rax, rdx",
     "jbe 9f",
+    // Remember HOST_RSP only once both writes succeeded.
+    "mov [rdi + {host_rsp}], rsp",
     "2:",
     "cmp qword ptr [rdi + {launched}], 0",
     // MOV does not change the flags: the comparison survives the loads.
