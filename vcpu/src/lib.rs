@@ -120,11 +120,14 @@
 //!   unmapped memory answered by [`Vcpu::add_ram`] on demand, XSETBV/XGETBV of the guest's own
 //!   XCR0 (with the host using XSAVE), 1000 CPUID exits, HLT;
 //! - a real-mode guest and a 4-level long-mode guest; a "blue pill" guest made by
-//!   `capture::current_state` running the host's own code through an identity EPT/NPT;
+//!   `capture::current_state` running the host's own code through an identity EPT/NPT, where
+//!   Rust code in the guest found hvkit and called PING with [`hypercall::guest`];
 //! - REP OUTSB / REP INSD through [`Vcpu::complete_string_io`]; a #PF with error code and CR2
 //!   injected by the host ([`Vcpu::set_cr2`], [`Vcpu::inject`]) and taken by the guest's IDT;
 //!   an interrupt queued while IF = 0 and delivered at the interrupt window after STI and its
 //!   shadow;
+//! - a million CPUID exits: no frame allocated per exit, the same cost per exit at the end as
+//!   at the start;
 //! - a hostile guest: a write outside its memory (a nested-page fault to the caller), VMXON or
 //!   VMRUN (#UD), then a triple fault ([`ExitKind::Shutdown`]).
 //!

@@ -8,6 +8,58 @@
 //! [`PlatformFrames`] adapts a platform to `hvkit-paging`'s [`FrameAllocator`] and
 //! [`TableMemory`], so EPT and nested page tables are built from the platform's frames.
 //!
+//! # A bare-metal platform
+//! An identity-mapped kernel with one CPU can hand out frames from a static pool with a bump
+//! pointer (never reusing them); this is what the emulator runs of this crate used:
+//!
+//! ```
+//! use core::cell::Cell;
+//! use core::ptr::NonNull;
+//! use hvkit_paging::HostPhysAddr;
+//! use hvkit_vcpu::{LogLevel, Platform};
+//!
+//! /// Frames `base .. base + len * 4096` of identity-mapped memory that nothing else uses.
+//! struct Bump {
+//!     base: u64,
+//!     len: usize,
+//!     next: Cell<usize>,
+//! }
+//!
+//! // SAFETY: runs are handed out once each from memory this value owns, zeroed, contiguous and
+//! // identity-mapped (physical address = pointer); one CPU.
+//! unsafe impl Platform for Bump {
+//!     fn allocate_frames(&self, count: usize) -> Option<HostPhysAddr> {
+//!         let first = self.next.get();
+//!         if first + count > self.len {
+//!             return None;
+//!         }
+//!         self.next.set(first + count);
+//!         let addr = self.base + first as u64 * 4096;
+//!         // SAFETY: the run is inside the pool and handed out for the first time.
+//!         unsafe { core::ptr::write_bytes(addr as *mut u8, 0, count * 4096) };
+//!         HostPhysAddr::try_new(addr).ok()
+//!     }
+//!     unsafe fn free_frames(&self, _first: HostPhysAddr, _count: usize) {}
+//!     fn phys_to_virt(&self, phys: HostPhysAddr) -> Option<NonNull<u8>> {
+//!         NonNull::new(phys.as_u64() as *mut u8)
+//!     }
+//!     fn virt_to_phys(&self, virt: NonNull<u8>) -> Option<HostPhysAddr> {
+//!         HostPhysAddr::try_new(virt.as_ptr() as u64).ok()
+//!     }
+//!     fn current_cpu(&self) -> usize {
+//!         0
+//!     }
+//!     fn cpu_count(&self) -> usize {
+//!         1
+//!     }
+//!     fn run_on_each_cpu(&self, f: &(dyn Fn(usize) + Sync)) {
+//!         f(0);
+//!     }
+//!     fn log(&self, _level: LogLevel, _message: core::fmt::Arguments<'_>) {}
+//! }
+//! # let _ = Bump { base: 0, len: 0, next: Cell::new(0) };
+//! ```
+//!
 //! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes,
 //! Order Number 325462-086US, December 2024, Vol. 3C 25.2 "Format of the VMCS Region" (4-KByte
 //! aligned regions); AMD64 Architecture Programmer's Manual Volume 2: System Programming,
