@@ -179,14 +179,15 @@ pub fn init_iopm<P: Platform + ?Sized>(iopm: &mut Bitmap<'_, P>) {
 }
 
 /// The MSR intercepts every hvkit SVM guest has: VM_CR and VM_HSAVE_PA read and write (the
-/// host's; a guest VM_HSAVE_PA would point the processor at guest memory), EFER writes (SVME
-/// must stay set). The default answer to the first two is #GP; EFER writes are applied with
-/// SVME kept.
+/// host's; a guest VM_HSAVE_PA would point the processor at guest memory), EFER reads and writes
+/// (SVME must stay set in the VMCB, and the guest, which sees no SVM in CPUID, must not see it).
+/// The default answer to the first two is #GP; EFER writes are applied with SVME kept, and
+/// reads return EFER without SVME.
 pub fn init_msrpm<P: Platform + ?Sized>(msrpm: &mut Bitmap<'_, P>) {
     let rules = [
         (MSR_VM_CR, true, true),
         (MSR_VM_HSAVE_PA, true, true),
-        (super::core::MSR_EFER, false, true),
+        (super::core::MSR_EFER, true, true),
     ];
     for (msr, read, write) in rules {
         for (is_write, on) in [(false, read), (true, write)] {
