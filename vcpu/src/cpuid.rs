@@ -186,6 +186,23 @@ impl CpuidPolicy {
     }
 }
 
+/// CPUID.(EAX=0DH,ECX=0):EBX for a guest whose XCR0 is `xcr0`: the size of a standard-format
+/// XSAVE area for the components XCR0 enables (SDM Vol. 1 13.2 "Enumeration of CPU Support for
+/// XSAVE Instructions and XSAVE-Supported Features": each component i ≥ 2 is at offset
+/// CPUID.(0DH,i):EBX with size CPUID.(0DH,i):EAX; the legacy region and header take 576 bytes).
+/// The host's own value describes the host's XCR0, which may enable fewer components than the
+/// guest's.
+#[must_use]
+pub fn xsave_size(xcr0: u64, host: impl Fn(u32, u32) -> CpuIdResult) -> u32 {
+    (2..63u32)
+        .filter(|i| xcr0 & (1 << i) != 0)
+        .map(|i| {
+            let c = host(0xd, i);
+            c.ebx.saturating_add(c.eax)
+        })
+        .fold(576, u32::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +249,30 @@ mod tests {
         );
         assert_eq!(p.apply(0x4000_0005, 0, ext, false, Vendor::Amd).ecx, 0);
         assert!(p.needs_guest_cr4(1) && !p.needs_guest_cr4(0));
+    }
+
+    #[test]
+    fn xsave_size_follows_the_guest_xcr0() {
+        // Skylake-like: AVX (2) at 576 + 256, AVX-512 (5–7) at 1088/1152/1664.
+        let host = |leaf: u32, sub: u32| {
+            assert_eq!(leaf, 0xd);
+            let (eax, ebx) = match sub {
+                2 => (256, 576),
+                5 => (64, 1088),
+                6 => (512, 1152),
+                7 => (1024, 1664),
+                _ => (0, 0),
+            };
+            CpuIdResult {
+                eax,
+                ebx,
+                ecx: 0,
+                edx: 0,
+            }
+        };
+        assert_eq!(xsave_size(0x3, host), 576);
+        assert_eq!(xsave_size(0x7, host), 832);
+        assert_eq!(xsave_size(0xe7, host), 2688);
     }
 
     #[test]

@@ -161,6 +161,63 @@ impl ExitKind {
     }
 }
 
+/// Exits counted by kind, for run summaries (`Display`: `total 1007: cpuid 1002, io 2, …`,
+/// kinds that never happened left out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    counts: [u64; ExitKind::NAMES.len()],
+}
+
+impl ExitCounts {
+    /// No exits yet.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            counts: [0; ExitKind::NAMES.len()],
+        }
+    }
+
+    /// Counts one exit of `kind`.
+    pub fn record(&mut self, kind: &ExitKind) {
+        let slot = &mut self.counts[kind.index()];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Exits of the kind named `name` (one of [`ExitKind::NAMES`]; 0 for other names).
+    #[must_use]
+    pub fn get(&self, name: &str) -> u64 {
+        ExitKind::NAMES
+            .iter()
+            .position(|n| *n == name)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    /// All exits.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.counts.iter().fold(0, |a, b| a.saturating_add(*b))
+    }
+
+    /// (name, count) for every kind that happened.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ExitKind::NAMES
+            .iter()
+            .zip(self.counts)
+            .filter(|(_, n)| *n != 0)
+            .map(|(name, n)| (*name, n))
+    }
+}
+
+impl core::fmt::Display for ExitCounts {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "total {}", self.total())?;
+        for (i, (name, n)) in self.iter().enumerate() {
+            write!(f, "{}{name} {n}", if i == 0 { ": " } else { ", " })?;
+        }
+        Ok(())
+    }
+}
+
 /// Direction of an I/O instruction.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum IoDirection {
@@ -340,6 +397,22 @@ mod tests {
             assert_eq!(ExitKind::NAMES[kind.index()], kind.name());
         }
         assert_eq!(ExitKind::Hlt.index(), 4);
+        let mut counts = ExitCounts::new();
+        counts.record(&ExitKind::Hlt);
+        counts.record(&ExitKind::Cpuid {
+            leaf: 0,
+            subleaf: 0,
+        });
+        counts.record(&ExitKind::Cpuid {
+            leaf: 1,
+            subleaf: 0,
+        });
+        assert_eq!(
+            (counts.total(), counts.get("cpuid"), counts.get("nope")),
+            (3, 2, 0)
+        );
+        assert_eq!(format!("{counts}"), "total 3: cpuid 2, hlt 1");
+        assert_eq!(format!("{}", ExitCounts::default()), "total 0");
         let mut names = ExitKind::NAMES.to_vec();
         names.sort_unstable();
         names.dedup();

@@ -178,7 +178,7 @@ pub mod regs;
 pub mod state;
 
 pub use cpuid::CpuidPolicy;
-pub use exit::{Exit, ExitKind, RawExit};
+pub use exit::{Exit, ExitCounts, ExitKind, RawExit};
 pub use platform::{LogLevel, Platform};
 pub use regs::GuestRegisters;
 pub mod bitmap;

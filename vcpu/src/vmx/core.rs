@@ -699,13 +699,14 @@ impl<V: VmcsWrite> VmxCore<V> {
     }
 
     /// Answers a CPUID exit: `host` runs CPUID on the host processor, the [`CpuidPolicy`] turns
-    /// its result into the guest's (reading CR4 only for leaf 1), EAX–EDX get it, RIP moves on.
+    /// its result into the guest's (reading CR4 only for leaf 1; leaf 0DH's XSAVE size follows
+    /// the guest's XCR0), EAX–EDX get it, RIP moves on.
     ///
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was CPUID; [`VcpuError::Vmcs`].
     pub fn complete_cpuid(
         &mut self,
-        host: impl FnOnce(u32, u32) -> CpuIdResult,
+        host: impl Fn(u32, u32) -> CpuIdResult,
     ) -> Result<(), VcpuError> {
         let Some(ExitKind::Cpuid { leaf, subleaf }) = self.last_kind() else {
             return Err(VcpuError::WrongExit("CPUID"));
@@ -715,9 +716,12 @@ impl<V: VmcsWrite> VmxCore<V> {
         } else {
             false
         };
-        let r = self
+        let mut r = self
             .cpuid
             .apply(leaf, subleaf, host(leaf, subleaf), osxsave, Vendor::Intel);
+        if leaf == 0xd && subleaf == 0 {
+            r.ebx = crate::cpuid::xsave_size(self.xcr0, &host);
+        }
         self.regs.rax = u64::from(r.eax);
         self.regs.rbx = u64::from(r.ebx);
         self.regs.rcx = u64::from(r.ecx);
@@ -782,7 +786,7 @@ impl<V: VmcsWrite> VmxCore<V> {
     /// [`VcpuError::Vmcs`].
     pub fn handle_default(
         &mut self,
-        host: impl FnOnce(u32, u32) -> CpuIdResult,
+        host: impl Fn(u32, u32) -> CpuIdResult,
     ) -> Result<bool, VcpuError> {
         let Some(kind) = self.last_kind() else {
             return Ok(false);
