@@ -210,6 +210,7 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         let xcr0 = self.core.xcr0;
         // SAFETY: CPL 0 (the constructor's obligation); `xcr0` passed `xcr0_valid` or is 1.
         unsafe { self.xstate.to_guest(xcr0) };
+        let launching = self.area.launched == 0;
         // SAFETY: the VMCS is current and was filled by `new` from checked parts, the host state
         // is this processor's, every address it holds is owned by this vCPU; `launched` tracks
         // VMLAUNCH since the VMCLEAR in `new`.
@@ -219,7 +220,16 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         self.core.regs = self.area.regs;
         self.core.forget_cached();
         match outcome {
-            Switch::Exited => self.core.decode_exit(),
+            Switch::Exited => {
+                let exit = self.core.decode_exit()?;
+                if launching && matches!(exit.kind, ExitKind::EntryFailure(_)) {
+                    // A VM entry that fails while loading guest state leaves the VMCS's launch
+                    // state clear (measured under Bochs: VMRESUME then fails with error 5), so
+                    // the next entry is a VMLAUNCH again.
+                    self.area.launched = 0;
+                }
+                Ok(exit)
+            }
             Switch::Failed { cf, zf } => {
                 let fail = if cf || !zf {
                     VmFail::Invalid
