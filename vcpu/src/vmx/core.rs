@@ -130,6 +130,7 @@ impl CrPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct LastExit {
     kind: ExitKind,
+    reason: ExitReason,
 }
 
 /// The vendor-independent part of a VMX vCPU: the exit path over any VMCS access `V`.
@@ -530,7 +531,7 @@ impl<V: VmcsWrite> VmxCore<V> {
             self.record_vectoring(basic)?;
             self.decode_kind(basic, qualification)?
         };
-        self.last = Some(LastExit { kind });
+        self.last = Some(LastExit { kind, reason });
         Ok(Exit { kind, raw })
     }
 
@@ -778,8 +779,9 @@ impl<V: VmcsWrite> VmxCore<V> {
 
     /// The architectural default for the last exit, where there is one: CPUID through the
     /// policy (with `host` as the host's CPUID), hvkit's built-in hypercalls, XSETBV (checked
-    /// against the host's XCR0 bits, else #GP), MOV to CR0/CR4 of host-owned bits, #UD for
-    /// virtualization instructions, #GP for intercepted MSRs. Returns whether it handled the
+    /// against the host's XCR0 bits, else #GP), MOV to CR0/CR4 of host-owned bits and MOV
+    /// to/from CR3, #UD for virtualization instructions, #GP for intercepted MSRs, INVD/WBINVD
+    /// skipped. Returns whether it handled the
     /// exit; the rest (I/O, HLT, nested-page faults, …) is the caller's.
     ///
     /// # Errors
@@ -854,6 +856,16 @@ impl<V: VmcsWrite> VmxCore<V> {
             ExitKind::VirtualizationInstruction => self.inject(Event::UD),
             ExitKind::MsrRead { .. } | ExitKind::MsrWrite { .. } => self.inject(Event::GP0),
             ExitKind::InterruptWindow | ExitKind::NmiWindow => {}
+            // INVD and WBINVD (which exit unconditionally or with "WBINVD exiting"): caches are
+            // the host's business; the instruction is done.
+            ExitKind::Other
+                if matches!(
+                    self.last.map(|l| l.reason.basic()),
+                    Some(R::INVD | R::WBINVD)
+                ) =>
+            {
+                self.skip_instruction()?;
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -733,3 +733,15 @@ fn nmi_blocked_by_nmi_waits_without_spinning_on_windows() {
         0x8000_0202
     );
 }
+
+#[test]
+fn invd_is_skipped_by_default() {
+    let mut core = long_mode_core();
+    exit(&mut core, 13, &[(F::Length, 2)]);
+    assert_eq!(core.decode_exit().unwrap().kind, ExitKind::Other);
+    assert!(core.handle_default(host_cpuid).unwrap());
+    assert_eq!(core.rip().unwrap(), 0x10_0002);
+    exit(&mut core, 0x3fff, &[]);
+    core.decode_exit().unwrap();
+    assert!(!core.handle_default(host_cpuid).unwrap());
+}
