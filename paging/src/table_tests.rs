@@ -419,3 +419,76 @@ fn single_page_cache_survives_unmap_merge_and_rollback() {
     t.free_all();
     assert_eq!(arena.live_frames(), 0);
 }
+
+#[test]
+fn upper_half_guest_ranges_split_and_merge() {
+    let arena = HostArena::new(32);
+    let a = X86Attrs::new(PTF::PRESENT | PTF::WRITABLE);
+    let ro = X86Attrs::new(PTF::PRESENT);
+    let mut g: GuestTable<LongMode, _> = GuestTable::new(&arena, huge_cfg(4)).unwrap();
+    let hi = 0xffff_ff80_0000_0000u64; // the last PML4 slot
+    g.map(GuestVirtAddr::new(hi), gpa(0), G, a)
+        .unwrap()
+        .ignore();
+    assert_eq!(g.table_frames(), 2);
+    g.protect(GuestVirtAddr::new(hi + M2), K4, ro)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        g.translate(GuestVirtAddr::new(hi + M2))
+            .map(|m| (m.attrs, m.size)),
+        Some((ro, PageSize::Size4K))
+    );
+    assert_eq!(
+        g.translate_addr(GuestVirtAddr::new(hi + M2 + K4 + 5)),
+        Some(gpa(M2 + K4 + 5))
+    );
+    let virts: Vec<_> = g.iter().take(3).map(|m| m.virt.as_u64()).collect();
+    assert_eq!(virts, [hi, hi + M2, hi + M2 + K4]);
+    g.protect(GuestVirtAddr::new(hi + M2), K4, a)
+        .unwrap()
+        .ignore();
+    let (f, n) = g.merge(GuestVirtAddr::new(hi), G).unwrap();
+    f.ignore();
+    assert_eq!((n, g.table_frames()), (2, 2));
+    g.unmap(GuestVirtAddr::new(hi), G).unwrap().ignore();
+    assert_eq!(g.iter().count(), 0);
+    g.free_all();
+    assert_eq!(arena.live_frames(), 0);
+}
+
+#[test]
+fn legacy32_4m_page_splits_on_protect() {
+    let arena = HostArena::new(16);
+    let a = X86Attrs::new(PTF::PRESENT | PTF::WRITABLE);
+    let ro = X86Attrs {
+        pat: true,
+        ..X86Attrs::new(PTF::PRESENT)
+    };
+    let mut l: GuestTable<Legacy32, _> = GuestTable::new(&arena, TableConfig::new(2)).unwrap();
+    l.map(GuestVirtAddr::new(0xc000_0000), gpa(0x80_0000), 4 << 20, a)
+        .unwrap()
+        .ignore();
+    arena.fail_after(Some(0));
+    assert_eq!(
+        l.protect(GuestVirtAddr::new(0xc000_0000), K4, ro),
+        Err(MapError::OutOfFrames)
+    );
+    arena.fail_after(None);
+    l.protect(GuestVirtAddr::new(0xc000_0000), K4, ro)
+        .unwrap()
+        .ignore();
+    assert_eq!(l.iter().count(), 1024);
+    assert_eq!(
+        l.translate(GuestVirtAddr::new(0xc000_0000))
+            .map(|m| m.attrs),
+        Some(ro)
+    );
+    // The 4 KiB PTE carries PAT in bit 7.
+    let pde = arena
+        .read_u64(hpa(l.root().as_u64() + (0xc000_0000u64 >> 22) * 4))
+        .unwrap()
+        & 0xffff_f000;
+    assert_eq!(arena.read_u32(hpa(pde)).unwrap() & 0x80, 0x80);
+    l.free_all();
+}
