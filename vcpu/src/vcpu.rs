@@ -43,8 +43,13 @@ pub struct VcpuConfig {
     /// delivering them straight to the guest. Off by default: then the host's device
     /// interrupts (a BIOS-programmed PIT on IRQ 0 = vector 8, say) reach the guest's IDT as
     /// soon as it sets IF, so a host that does not want that masks them (PIC/APIC) or turns
-    /// this on. On VMX the exit acknowledges the interrupt ([`Vcpu::acknowledged_vector`]); on
-    /// SVM it stays pending until the host takes it.
+    /// this on. On VMX the exit acknowledges the interrupt ([`Vcpu::acknowledged_vector`]), and
+    /// works with the host's IF = 0 (measured under Bochs). On SVM the interrupt stays pending
+    /// until the host takes it, and with V_INTR_MASKING the processor recognizes it in the guest
+    /// only if the host's RFLAGS.IF was 1 at VMRUN (APM 15.21.1 "Physical (INTR) Interrupt
+    /// Masking in EFLAGS"): a host that runs with IF = 0 never sees the exit (measured under
+    /// QEMU TCG: the guest ran on), so such a host masks the interrupts at the PIC/APIC
+    /// instead, or runs with IF = 1 and a handler that takes them after STGI.
     pub external_interrupt_exiting: bool,
     /// Exceptions that exit (bit n = vector n).
     pub exception_bitmap: u32,
