@@ -712,10 +712,13 @@ impl<V: VmcsWrite> VmxCore<V> {
         let Some(ExitKind::Cpuid { leaf, subleaf }) = self.last_kind() else {
             return Err(VcpuError::WrongExit("CPUID"));
         };
-        let osxsave = if self.cpuid.needs_guest_cr4(leaf) {
-            self.cr4()? & CR4_OSXSAVE != 0
-        } else {
+        let osxsave = if !self.cpuid.needs_guest_cr4(leaf) {
             false
+        } else if self.cr.cr4_mask() & CR4_OSXSAVE == 0 {
+            // The guest owns CR4.OSXSAVE: the real CR4 has its value (one VMREAD, no shadow).
+            self.get(Lazy::Cr4)? & CR4_OSXSAVE != 0
+        } else {
+            self.cr4()? & CR4_OSXSAVE != 0
         };
         let mut r = self
             .cpuid

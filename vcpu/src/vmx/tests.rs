@@ -745,3 +745,20 @@ fn invd_is_skipped_by_default() {
     core.decode_exit().unwrap();
     assert!(!core.handle_default(host_cpuid).unwrap());
 }
+
+/// CPUID leaf 1 also reads CR4 (OSXSAVE follows the guest's CR4): one more VMREAD.
+#[test]
+fn vmcs_traffic_cpuid_leaf_1() {
+    let mut core = long_mode_core();
+    core.regs.rax = 1;
+    exit(&mut core, 10, &[(F::Length, 2)]);
+    core.decode_exit().unwrap();
+    core.complete_cpuid(host_cpuid).unwrap();
+    core.prepare_entry().unwrap();
+    let counts = core.vmcs().take_counts();
+    println!(
+        "CPUID (leaf 1): {} VMREADs, {} VMWRITEs",
+        counts.reads, counts.writes
+    );
+    assert_eq!((counts.reads, counts.writes), (5, 1));
+}
