@@ -148,12 +148,11 @@
 //!   the vCPU turns it off. The vCPU is bound to its processor.
 //! - Only EPT / nested paging: a processor without them gets [`Unsupported::NoEpt`] /
 //!   [`Unsupported::NoNestedPaging`]; shadow paging is not implemented here.
-//! - On SVM without NRIP save (QEMU TCG) the next RIP comes from EXITINFO2 for IOIO and, with
-//!   the default feature `decoder`, from decoding the guest instruction with `iced-x86` (fetched
-//!   through the 2-D walker); `iced-x86` builds its tables on the heap, so a `no_std` binary with
-//!   that feature needs a `#[global_allocator]` (or builds with `default-features = false`, and
-//!   then only fixed-length instructions are skipped, the rest giving
-//!   [`Unsupported::InstructionLength`]).
+//! - On SVM without NRIP save (QEMU TCG) the next RIP comes from EXITINFO2 for IOIO and
+//!   otherwise from decoding the guest instruction (fetched through the 2-D walker): with the
+//!   default feature `decoder` by `iced-x86`, which builds its tables on the heap, so a `no_std`
+//!   binary with that feature needs a `#[global_allocator]`; with `default-features = false` by
+//!   the allocation-free decoder of the intercepted instructions in `svm::decode`.
 //! - The guest's DR0–DR3 and syscall MSRs (STAR/LSTAR/…) are not switched on VMX (the host must
 //!   not depend on them while it runs guests); CR2 is the processor's own and is loaded on
 //!   request ([`Vcpu::set_cr2`]). x87/SSE/AVX state and XCR0 are switched on every entry/exit.
