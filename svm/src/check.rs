@@ -432,6 +432,7 @@ mod tests {
             },
             physical_address_bits: 40,
             long_mode: true,
+            page_1g: true,
         }
     }
 

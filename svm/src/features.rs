@@ -18,6 +18,9 @@ pub const CPUID_EXT_FEATURES: u32 = 0x8000_0001;
 pub const CPUID_EXT_FEATURES_ECX_SVM: u32 = 1 << 2;
 /// CPUID Fn8000_0001 EDX bit 29: long mode (LM).
 pub const CPUID_EXT_FEATURES_EDX_LM: u32 = 1 << 29;
+/// CPUID Fn8000_0001 EDX bit 26: 1-GByte pages (Page1GB), which nested page tables may use
+/// too (APM Vol. 3, Appendix E.4.2 "Function 8000_0001h"; APM Vol. 2, 15.25 "Nested Paging").
+pub const CPUID_EXT_FEATURES_EDX_PAGE1GB: u32 = 1 << 26;
 /// CPUID leaf reporting the physical address width in EAX bits 7:0.
 pub const CPUID_ADDRESS_SIZES: u32 = 0x8000_0008;
 
@@ -137,6 +140,8 @@ pub struct HostCapabilities {
     pub physical_address_bits: u8,
     /// Long mode supported (CPUID Fn8000_0001 EDX\[29\]).
     pub long_mode: bool,
+    /// 1-GByte pages supported (CPUID Fn8000_0001 EDX\[26\]), in guest and nested page tables.
+    pub page_1g: bool,
 }
 
 impl HostCapabilities {
@@ -148,6 +153,7 @@ impl HostCapabilities {
             svm: SvmFeatures::from_cpuid(svm[0], svm[1], svm[2], svm[3]),
             physical_address_bits: (address_sizes_eax & 0xFF) as u8,
             long_mode: ext_features_edx & CPUID_EXT_FEATURES_EDX_LM != 0,
+            page_1g: ext_features_edx & CPUID_EXT_FEATURES_EDX_PAGE1GB != 0,
         }
     }
 }
@@ -155,6 +161,16 @@ impl HostCapabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_capabilities_from_cpuid() {
+        let caps = HostCapabilities::from_cpuid([1, 16, 0, 1], 48, (1 << 29) | (1 << 26));
+        assert!(caps.long_mode && caps.page_1g);
+        assert_eq!(caps.physical_address_bits, 48);
+        // QEMU's qemu64 model: long mode without 1-GByte pages.
+        let caps = HostCapabilities::from_cpuid([1, 16, 0, 0], 40, 1 << 29);
+        assert!(caps.long_mode && !caps.page_1g);
+    }
 
     #[test]
     fn decodes_edx_bits() {
