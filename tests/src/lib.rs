@@ -105,6 +105,21 @@ impl Emulator {
         cpu_model: "trinity_apu",
         label: "bochs",
     };
+
+    /// What this emulator cannot do that a guest case would otherwise check, as the kernel's
+    /// `caps=` argument (comma-separated; empty when it does everything):
+    /// - `no-shutdown-exit`: a guest triple fault is not reported as a shutdown exit (Bochs
+    ///   2.7's SVM model panics or resets the whole machine instead; measured).
+    #[must_use]
+    pub fn missing_capabilities(&self) -> &'static str {
+        match self {
+            Self::Bochs {
+                cpu_model: "trinity_apu",
+                ..
+            } => "no-shutdown-exit",
+            _ => "",
+        }
+    }
 }
 
 impl fmt::Display for Emulator {
@@ -125,6 +140,8 @@ pub struct Case {
     pub vendor: Vendor,
     /// The emulator.
     pub emulator: Emulator,
+    /// Further words for the kernel's command line (`count=…`), besides `case=` and `caps=`.
+    pub args: &'static str,
 }
 
 impl Case {
@@ -135,7 +152,25 @@ impl Case {
             name,
             vendor,
             emulator,
+            args: "",
         }
+    }
+
+    /// The kernel's command line: `case=<name>`, the emulator's missing capabilities as
+    /// `caps=…` (see [`Emulator::missing_capabilities`]) and [`args`](Self::args).
+    #[must_use]
+    pub fn command_line(&self) -> String {
+        let mut line = format!("case={}", self.name);
+        let caps = self.emulator.missing_capabilities();
+        if !caps.is_empty() {
+            line.push_str(" caps=");
+            line.push_str(caps);
+        }
+        if !self.args.is_empty() {
+            line.push(' ');
+            line.push_str(self.args);
+        }
+        line
     }
 
     /// `<case>-<vendor>-<emulator>`: the run folder's name.
@@ -164,13 +199,17 @@ pub struct Outcome {
     pub emulator_log: PathBuf,
     /// The serial output (carriage returns removed).
     pub serial_text: String,
+    /// Figures the kernel printed for the summary line (the exit cost).
+    pub detail: String,
+    /// What the kernel skipped and why (`SKIP` lines), shown under the summary line.
+    pub notes: Vec<String>,
 }
 
 impl Outcome {
     /// `e2e <case> <vendor>/<emulator> PASS|FAIL <exits> exits <seconds>s`.
     #[must_use]
     pub fn line(&self) -> String {
-        format!(
+        let line = format!(
             "e2e {} {}/{} {} {} exits {:.1}s",
             self.case.name,
             self.case.vendor,
@@ -178,19 +217,29 @@ impl Outcome {
             if self.pass { "PASS" } else { "FAIL" },
             self.exits,
             self.seconds
-        )
+        );
+        if self.detail.is_empty() {
+            line
+        } else {
+            format!("{line} ({})", self.detail)
+        }
     }
 
     /// The summary line, and on failure the reason (continuation lines indented) and the paths
     /// of the logs.
     #[must_use]
     pub fn report(&self) -> String {
+        let mut line = self.line();
+        for note in &self.notes {
+            line.push_str("\n  note: ");
+            line.push_str(note);
+        }
         if self.pass {
-            self.line()
+            line
         } else {
             format!(
                 "{}\n  reason: {}\n  serial: {}\n  emulator log: {}",
-                self.line(),
+                line,
                 self.reason.replace('\n', "\n    "),
                 self.serial.display(),
                 self.emulator_log.display()
@@ -229,6 +278,28 @@ impl Verdict {
     pub fn pass(&self) -> bool {
         self.finished && self.result_pass && self.failures.is_empty()
     }
+}
+
+/// The exit cost the kernel measured (`exit-cost: N CPUID round trips, C guest TSC cycles each
+/// …`), as `C guest TSC cycles per CPUID round trip`.
+#[must_use]
+pub fn exit_cost(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("exit-cost: "))?;
+    let (_, rest) = line.split_once(", ")?;
+    let (cycles, _) = rest.split_once(" each")?;
+    Some(format!("{cycles} per CPUID round trip"))
+}
+
+/// The `SKIP` notes of a serial log: `<guest>: SKIP <what and why>` lines.
+#[must_use]
+pub fn skip_notes(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.contains(": SKIP "))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Reads the markers from a serial log: `RESULT PASS|FAIL exits=N` and `FAIL ...` lines.
@@ -289,15 +360,61 @@ fn build_kernel() -> Result<PathBuf, String> {
     Ok(dir.join("target/x86_64-unknown-none/release/hvkit-baremetal"))
 }
 
+/// Prints the serial log's new complete lines while a run goes on, when `HVKIT_E2E_STREAM` is
+/// set (what `cargo xtask demo` shows).
+#[derive(Debug)]
+struct Stream {
+    path: PathBuf,
+    prefix: String,
+    shown: usize,
+    on: bool,
+}
+
+impl Stream {
+    fn new(path: PathBuf, prefix: String) -> Self {
+        Self {
+            path,
+            prefix,
+            shown: 0,
+            on: std::env::var_os("HVKIT_E2E_STREAM").is_some(),
+        }
+    }
+
+    /// Prints what is new; `all`: the rest too, even without a final newline.
+    fn poll(&mut self, all: bool) {
+        if !self.on {
+            return;
+        }
+        let Ok(bytes) = fs::read(&self.path) else {
+            return;
+        };
+        let Some(new) = bytes.get(self.shown..) else {
+            return;
+        };
+        let end = if all {
+            new.len()
+        } else {
+            new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+        };
+        for line in String::from_utf8_lossy(&new[..end]).lines() {
+            println!("{}{}", self.prefix, line.trim_end_matches('\r'));
+        }
+        self.shown += end;
+    }
+}
+
 /// Runs `cmd` until it exits or `timeout` passes (then kills it); returns its status and time.
 fn run_with_timeout(
     cmd: &mut Command,
     timeout: Duration,
+    stream: &mut Stream,
 ) -> io::Result<(Option<ExitStatus>, Duration)> {
     let start = Instant::now();
     let mut child = cmd.spawn()?;
     loop {
+        stream.poll(false);
         if let Some(status) = child.try_wait()? {
+            stream.poll(true);
             return Ok((Some(status), start.elapsed()));
         }
         if start.elapsed() > timeout {
@@ -373,6 +490,8 @@ pub fn run(case: &Case) -> Outcome {
         serial: serial.clone(),
         emulator_log: emulator_log.clone(),
         serial_text: String::new(),
+        detail: String::new(),
+        notes: Vec::new(),
     };
     let lock = fs::create_dir_all(&runs)
         .and_then(|()| RunLock::acquire(runs.join(format!("{}.lock", case.id()))));
@@ -383,9 +502,12 @@ pub fn run(case: &Case) -> Outcome {
             return outcome;
         }
     };
+    let mut stream = Stream::new(serial.clone(), format!("[{}] ", case.id()));
     let ran = prepare(case, &dir).and_then(|kernel| match case.emulator {
-        Emulator::Bochs { cpu_model, .. } => run_bochs(&dir, cpu_model),
-        Emulator::Qemu { cpu, .. } => run_qemu(case, &dir, &kernel, cpu, &emulator_log),
+        Emulator::Bochs { cpu_model, .. } => run_bochs(&dir, cpu_model, &mut stream),
+        Emulator::Qemu { cpu, .. } => {
+            run_qemu(case, &dir, &kernel, cpu, &emulator_log, &mut stream)
+        }
     });
     let (status, elapsed) = match ran {
         Ok(r) => r,
@@ -400,6 +522,8 @@ pub fn run(case: &Case) -> Outcome {
         .replace('\r', "");
     let verdict = parse_serial(&outcome.serial_text);
     outcome.exits = verdict.exits;
+    outcome.detail = exit_cost(&outcome.serial_text).unwrap_or_default();
+    outcome.notes = skip_notes(&outcome.serial_text);
     match status {
         None => outcome.fail(format!("timed out after {}s", RUN_TIMEOUT.as_secs_f64())),
         Some(status) if matches!(case.emulator, Emulator::Qemu { .. }) => {
@@ -438,14 +562,18 @@ fn prepare(case: &Case, dir: &Path) -> Result<PathBuf, String> {
     let copy = boot.join("kernel.elf");
     fs::copy(&kernel, &copy).map_err(|e| format!("copying {}: {e}", kernel.display()))?;
     let grub_cfg = format!(
-        "set timeout=0\nset default=0\nmenuentry \"hvkit\" {{\n  multiboot2 /boot/kernel.elf case={}\n  boot\n}}\n",
-        case.name
+        "set timeout=0\nset default=0\nmenuentry \"hvkit\" {{\n  multiboot2 /boot/kernel.elf {}\n  boot\n}}\n",
+        case.command_line()
     );
     fs::write(boot.join("grub/grub.cfg"), grub_cfg).map_err(|e| format!("grub.cfg: {e}"))?;
     Ok(copy)
 }
 
-fn run_bochs(dir: &Path, cpu_model: &str) -> Result<(Option<ExitStatus>, Duration), String> {
+fn run_bochs(
+    dir: &Path,
+    cpu_model: &str,
+    stream: &mut Stream,
+) -> Result<(Option<ExitStatus>, Duration), String> {
     let iso_log = dir.join("grub-mkrescue.log");
     let made = Command::new("grub-mkrescue")
         .args([
@@ -499,6 +627,7 @@ fn run_bochs(dir: &Path, cpu_model: &str) -> Result<(Option<ExitStatus>, Duratio
                     .map_err(|e| e.to_string())?,
             )),
         RUN_TIMEOUT,
+        stream,
     )
     .map_err(|e| format!("could not run bochs ({e}); `cargo xtask e2e` installs it"))
 }
@@ -509,6 +638,7 @@ fn run_qemu(
     kernel: &Path,
     cpu: &str,
     log: &Path,
+    stream: &mut Stream,
 ) -> Result<(Option<ExitStatus>, Duration), String> {
     let out = log_file(log).map_err(|e| e.to_string())?;
     let err = Stdio::from(
@@ -530,12 +660,13 @@ fn run_qemu(
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
             .arg("-kernel")
             .arg(kernel)
-            .args(["-append", &format!("case={}", case.name)])
+            .args(["-append", &case.command_line()])
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err),
         RUN_TIMEOUT,
+        stream,
     )
     .map_err(|e| format!("could not run qemu-system-x86_64 ({e}); `cargo xtask e2e` installs it"))
 }
@@ -591,6 +722,8 @@ mod tests {
             serial: PathBuf::from("s"),
             emulator_log: PathBuf::from("l"),
             serial_text: String::new(),
+            detail: String::new(),
+            notes: Vec::new(),
         };
         assert_eq!(outcome.line(), "e2e smoke svm/qemu PASS 3 exits 0.3s");
         let mut failed = outcome.clone();
@@ -599,5 +732,35 @@ mod tests {
             failed.report(),
             "e2e smoke svm/qemu FAIL 3 exits 0.3s\n  reason: boom\n  serial: s\n  emulator log: l"
         );
+        let mut noted = outcome.clone();
+        noted.detail = "910 guest TSC cycles per CPUID round trip".into();
+        noted.notes = vec!["hostile: SKIP triple fault".into()];
+        assert_eq!(
+            noted.report(),
+            "e2e smoke svm/qemu PASS 3 exits 0.3s (910 guest TSC cycles per CPUID round trip)\n  \
+             note: hostile: SKIP triple fault"
+        );
+    }
+
+    #[test]
+    fn exit_cost_and_skip_notes() {
+        let log = "x\nexit-cost: 10000 CPUID round trips, 808 guest TSC cycles each (host TSC per \
+                   exit 808)\nhostile: SKIP triple fault: why\n";
+        assert_eq!(
+            exit_cost(log).as_deref(),
+            Some("808 guest TSC cycles per CPUID round trip")
+        );
+        assert_eq!(skip_notes(log), ["hostile: SKIP triple fault: why"]);
+        assert_eq!(exit_cost("nothing"), None);
+    }
+
+    #[test]
+    fn command_line_carries_capabilities() {
+        let case = Case::new("hostile", Vendor::Svm, Emulator::BOCHS_TRINITY);
+        assert_eq!(case.command_line(), "case=hostile caps=no-shutdown-exit");
+        let mut case = Case::new("cpuid", Vendor::Vmx, Emulator::BOCHS_SKYLAKE);
+        assert_eq!(case.command_line(), "case=cpuid");
+        case.args = "count=5";
+        assert_eq!(case.command_line(), "case=cpuid count=5");
     }
 }

@@ -63,7 +63,7 @@ fn is_root() -> bool {
 }
 
 /// Installs the missing Debian packages with `apt-get` (as root, or through `sudo`).
-fn ensure_debian_packages() -> Result {
+pub(crate) fn ensure_debian_packages() -> Result {
     announce("checking the emulator packages (Bochs, QEMU, GRUB rescue-ISO tools)");
     if !have_command("dpkg-query") {
         let missing: Vec<_> = COMMANDS.iter().filter(|c| !have_command(c)).collect();

@@ -6,6 +6,8 @@
 
 mod boot;
 mod frames;
+mod guests;
+mod platform;
 mod serial;
 mod svm_smoke;
 mod sync;
@@ -56,11 +58,22 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     let svm = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 2) != 0;
     let vendor = vendor();
     println!("cpu: {vendor:?}, vmx {vmx}, svm {svm}");
+    if vmx || svm {
+        if let Some(platform) = platform::BumpPlatform::take() {
+            let caps = command_line
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("caps="))
+                .unwrap_or("");
+            if let Some((pass, exits)) = guest_case(case, caps, &platform) {
+                serial::finish(pass, exits)
+            }
+        }
+    }
     match (case, vendor) {
         ("smoke", Vendor::Intel) if vmx => vmx_smoke::run(),
         ("smoke", Vendor::Amd) if svm => svm_smoke::run(),
         // Proves the exception path: #UD must be reported over serial as a FAIL.
-        ("exception", _) => {
+        ("host-ud2", _) => {
             println!("executing UD2");
             ud2()
         }
@@ -73,6 +86,75 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
             serial::finish(false, 0)
         }
     }
+}
+
+/// Runs the guest case `case` (`None` if it is not one), with the emulator capabilities the
+/// runner passed in `caps` (`no-shutdown-exit`: a guest triple fault is not reported as a
+/// shutdown exit). Returns whether it passed and its exits.
+fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Option<(bool, u64)> {
+    guests::mask_pic();
+    let outcome = match case {
+        "cpuid" => guests::cpuid(platform),
+        "io" => guests::io(platform),
+        "msr" => guests::msr(platform),
+        "hlt" => guests::hlt(platform),
+        "hypercall" => guests::hypercall(platform),
+        "npf" => guests::npf(platform),
+        "exception" => guests::exception(platform),
+        "realmode" => guests::realmode(platform),
+        "paging" => guests::paging(platform),
+        "hostile" => guests::hostile(platform, !caps.split(',').any(|c| c == "no-shutdown-exit")),
+        "hostile-loop-1m" => guests::exit_loop(platform, "hostile-loop-1m", 1_000_000),
+        "hostile-loop-200k" => guests::exit_loop(platform, "hostile-loop-200k", 200_000),
+        "hostile-loop-100k" => guests::exit_loop(platform, "hostile-loop-100k", 100_000),
+        "exitcost" => guests::exit_cost(platform).0,
+        "demo" => return Some(demo(platform)),
+        _ => return None,
+    };
+    Some((outcome.pass(), outcome.counts.total()))
+}
+
+/// The demo: several guests one after the other on one CPU, then a summary of all. Returns
+/// whether all passed and their exits.
+fn demo(platform: &platform::BumpPlatform) -> (bool, u64) {
+    let runs = [
+        guests::cpuid(platform),
+        guests::io(platform),
+        guests::hypercall(platform),
+        guests::npf(platform),
+        guests::exception(platform),
+    ];
+    let (cost, per) = guests::exit_cost(platform);
+    let mut total = [0u64; hvkit_vcpu::ExitKind::NAMES.len()];
+    let mut pass = cost.pass();
+    println!("demo summary:");
+    for run in runs.iter().chain([&cost]) {
+        println!(
+            "  {:<10} {} {}",
+            run.name,
+            if run.pass() { "PASS" } else { "FAIL" },
+            run.counts
+        );
+        for (i, name) in hvkit_vcpu::ExitKind::NAMES.iter().enumerate() {
+            total[i] += run.counts.get(name);
+        }
+        pass &= run.pass();
+    }
+    print!(
+        "  exits by kind over all guests: total {}",
+        total.iter().sum::<u64>()
+    );
+    for (name, n) in hvkit_vcpu::ExitKind::NAMES.iter().zip(total) {
+        if n != 0 {
+            print!(", {name} {n}");
+        }
+    }
+    println!("");
+    println!(
+        "  exit cost: {per} guest TSC cycles per CPUID round trip ({} round trips)",
+        guests::EXIT_COST_ROUND_TRIPS
+    );
+    (pass, total.iter().sum())
 }
 
 /// Raises #UD.
