@@ -687,7 +687,8 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
                 let child = level - 1;
                 let step = 1u64 << Self::shift(child);
                 for k in 0..self.entries(child) {
-                    self.write(frame, k, F::leaf(pa + k as u64 * step, &attrs, child));
+                    let ad = raw & F::AD_MASK;
+                    self.write(frame, k, F::leaf(pa + k as u64 * step, &attrs, child) | ad);
                 }
                 self.write(table, i, F::table(frame.as_u64(), level));
             }
@@ -727,8 +728,8 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     }
 
     /// Replaces the attributes of every page in `virt .. virt + len`, which must be fully mapped,
-    /// splitting large pages that straddle the ends. Output addresses are kept; accessed/dirty
-    /// flags are cleared.
+    /// splitting large pages that straddle the ends. Output addresses and accessed/dirty flags
+    /// are kept.
     ///
     /// # Errors
     /// [`MapError::NotMapped`] for a hole, invalid attributes, misalignment or reach errors, or
@@ -747,7 +748,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
                 break;
             };
             if let Entry::Leaf(pa, _) = F::decode(raw, level) {
-                self.write(table, i, F::leaf(pa, &attrs, level));
+                self.write(table, i, F::leaf(pa, &attrs, level) | (raw & F::AD_MASK));
             }
             va = (va | ((1u64 << Self::shift(level)) - 1)) + 1;
         }
@@ -778,9 +779,9 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
                 let t = HostPhysAddr::new_truncate(t);
                 merged += self.merge_level(t, level - 1, va, end.min(slot_end));
                 if self.leaf_ok(level).is_some() {
-                    if let Some((pa, attrs)) = self.uniform(t, level - 1) {
+                    if let Some((pa, attrs, ad)) = self.uniform(t, level - 1) {
                         if pa & (size - 1) == 0 {
-                            self.write(table, i, F::leaf(pa, &attrs, level));
+                            self.write(table, i, F::leaf(pa, &attrs, level) | ad);
                             raw::free_frame(&mut self.ctx, t);
                             merged += 1;
                         }
@@ -792,18 +793,23 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
         merged
     }
 
-    fn uniform(&self, table: HostPhysAddr, level: u8) -> Option<(u64, F::Attrs)> {
-        let Entry::Leaf(p0, a0) = F::decode(self.read(table, 0), level) else {
+    /// (first address, attributes, OR of the accessed/dirty bits) if `table` is one contiguous,
+    /// uniformly attributed run of leaves.
+    fn uniform(&self, table: HostPhysAddr, level: u8) -> Option<(u64, F::Attrs, u64)> {
+        let first = self.read(table, 0);
+        let Entry::Leaf(p0, a0) = F::decode(first, level) else {
             return None;
         };
+        let mut ad = first & F::AD_MASK;
         let step = 1u64 << Self::shift(level);
         for k in 1..self.entries(level) {
-            match F::decode(self.read(table, k), level) {
-                Entry::Leaf(p, a) if p == p0 + k as u64 * step && a == a0 => {}
+            let raw = self.read(table, k);
+            match F::decode(raw, level) {
+                Entry::Leaf(p, a) if p == p0 + k as u64 * step && a == a0 => ad |= raw & F::AD_MASK,
                 _ => return None,
             }
         }
-        Some((p0, a0))
+        Some((p0, a0, ad))
     }
 
     // ---- iteration, accounting, teardown ---------------------------------------------------

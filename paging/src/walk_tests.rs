@@ -600,3 +600,52 @@ fn five_level_and_accessed_dirty_updates() {
     g.free_all();
     e.free_all();
 }
+
+#[test]
+fn accessed_dirty_survive_split_protect_and_merge() {
+    let arena = HostArena::new(64);
+    let mut e = ept(&arena, EptAttrs::RWX_WB);
+    let mut w = Walker::new(
+        &arena,
+        Nested::Ept {
+            eptp: eptp_of(&e, true),
+            mode_based_execute: false,
+        },
+    );
+    w.update_accessed_dirty = true;
+    let gpa0 = DATA_GPA;
+    let st = GuestPagingState::long_mode(0);
+    // A 4-level guest mapping VA -> DATA_GPA; the write sets EPT A/D on the 2 MiB data leaf.
+    let g = guest4(&arena, x(F::WRITABLE));
+    let st = GuestPagingState {
+        cr3: g.root().as_u64(),
+        ..st
+    };
+    w.translate(&st, gva(VA), Access::write()).unwrap();
+    let pde = ept_entry_addr(&arena, e.root().as_u64(), gpa0, 2);
+    assert_eq!(
+        arena.read_u64(pde).unwrap() & 0x380,
+        0x380,
+        "2 MiB leaf with A and D"
+    );
+    // Protecting one 4 KiB page splits the 2 MiB page: every piece keeps A and D.
+    let ro = EptAttrs::new(EptFlags::READ, MemoryType::WRITE_BACK);
+    e.protect(gpa(gpa0 + 0x1000), K4, ro).unwrap().ignore();
+    for k in [0u64, 1, 511] {
+        let pte = ept_entry_addr(&arena, e.root().as_u64(), gpa0 + k * K4, 1);
+        assert_eq!(arena.read_u64(pte).unwrap() & 0x300, 0x300, "piece {k}");
+    }
+    e.protect(gpa(gpa0 + 0x1000), K4, EptAttrs::RWX_WB)
+        .unwrap()
+        .ignore();
+    let (f, n) = e.merge(gpa(gpa0), 2 << 20).unwrap();
+    f.ignore();
+    assert_eq!(n, 1);
+    assert_eq!(
+        arena.read_u64(pde).unwrap() & 0x380,
+        0x380,
+        "merged leaf keeps A and D"
+    );
+    g.free_all();
+    e.free_all();
+}

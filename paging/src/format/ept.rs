@@ -132,6 +132,7 @@ impl PageTableFormat for Ept {
     const MIN_LEVELS: u8 = 4;
     const MAX_LEVELS: u8 = 5;
     const MAX_OUTPUT_BITS: u32 = 52;
+    const AD_MASK: u64 = EptFlags::ACCESSED.bits() | EptFlags::DIRTY.bits();
 
     #[inline(always)]
     fn leaf_size(level: u8) -> Option<PageSize> {

@@ -47,6 +47,8 @@ pub trait PageTableFormat: 'static {
     const MAX_LEVELS: u8;
     /// Widest physical address an entry can hold for a page mapped by the builder.
     const MAX_OUTPUT_BITS: u32;
+    /// The accessed and dirty bits of a leaf (kept when the builder splits, merges or re-protects).
+    const AD_MASK: u64;
 
     /// Index bits of the top-level table (PAE's PDPT has four entries).
     #[must_use]

@@ -134,6 +134,7 @@ impl PageTableFormat for LongMode {
     const MIN_LEVELS: u8 = 4;
     const MAX_LEVELS: u8 = 5;
     const MAX_OUTPUT_BITS: u32 = 52;
+    const AD_MASK: u64 = PageTableFlags::ACCESSED.bits() | PageTableFlags::DIRTY.bits();
 
     #[inline(always)]
     fn leaf_size(level: u8) -> Option<PageSize> {
@@ -189,6 +190,7 @@ impl PageTableFormat for Pae {
     const MIN_LEVELS: u8 = 3;
     const MAX_LEVELS: u8 = 3;
     const MAX_OUTPUT_BITS: u32 = 52;
+    const AD_MASK: u64 = PageTableFlags::ACCESSED.bits() | PageTableFlags::DIRTY.bits();
 
     fn top_index_bits(_levels: u8) -> u32 {
         2
@@ -248,6 +250,7 @@ impl PageTableFormat for Legacy32 {
     const MIN_LEVELS: u8 = 2;
     const MAX_LEVELS: u8 = 2;
     const MAX_OUTPUT_BITS: u32 = 32;
+    const AD_MASK: u64 = PageTableFlags::ACCESSED.bits() | PageTableFlags::DIRTY.bits();
 
     #[inline(always)]
     fn leaf_size(level: u8) -> Option<PageSize> {
