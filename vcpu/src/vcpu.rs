@@ -635,6 +635,16 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         crate::copy::read(self.platform, &self.map, gpa, bytes)
     }
 
+    /// On SVM, how many VMRUNs re-entered with every VMCB clean bit set
+    /// ([`crate::svm::CleanStats`], APM 15.15.3 "VMCB Clean Field"); `None` on VMX.
+    #[must_use]
+    pub fn svm_clean_stats(&self) -> Option<crate::svm::CleanStats> {
+        match &self.backend {
+            Backend::Vmx(_) => None,
+            Backend::Svm(b) => Some(b.clean_stats()),
+        }
+    }
+
     /// The VMX exit reason or SVM exit code of the last exit, for logs.
     #[must_use]
     pub fn raw_exit_name(&self) -> Option<&'static str> {
