@@ -2,7 +2,7 @@
  * exception: loads its own GDT and an IDT at 0x3000, then asks the host (OUT of the vector to
  * port 0x86) for an event, which the host injects after completing the OUT: #DE (no error
  * code), #GP with error code 0x18, #PF with error code 6 and CR2 0xdead_0000, the external
- * interrupt 0x30 (IF = 1). Last, UD2 with #UD intercepted by the exception bitmap: the host
+ * interrupt 0x30 (requested while IF = 0: delivered at the interrupt window). Last, UD2 with #UD intercepted by the exception bitmap: the host
  * sees the exception exit and reflects it. Each handler records its vector, error code (or
  * all ones) and a count at 0x2000; the guest checks them after each event.
  */
@@ -48,16 +48,24 @@ guest_exception_start:
     CHECK e, 9
     cmpl $3, 0x200c
     CHECK e, 10
-    /* Interrupt 0x30, taken once IF = 1. */
-    sti
+    /* Interrupt 0x30, requested with IF = 0: it waits for the interrupt window, which opens
+     * after STI and the one instruction of its shadow (ESI = 3 at delivery). */
+    cli
+    xorl %esi, %esi
     movb $0x30, %al
     outb %al, $0x86
+    incl %esi
+    incl %esi
+    sti
+    incl %esi
     nop
     cli
     cmpl $0x30, 0x2000
     CHECK e, 11
     cmpl $4, 0x200c
     CHECK e, 12
+    cmpl $3, 0x2014
+    CHECK e, 15
     /* #UD, intercepted by the host and reflected. */
     ud2
     cmpl $6, 0x2000
@@ -93,6 +101,7 @@ ex_pf:
 ex_int:
     movl $0x30, 0x2000
     movl $0xffffffff, 0x2004
+    movl %esi, 0x2014
     incl 0x200c
     iret
     .balign 8

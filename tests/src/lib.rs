@@ -292,6 +292,30 @@ pub fn exit_cost(text: &str) -> Option<String> {
     Some(format!("{cycles} per CPUID round trip"))
 }
 
+/// The share of SVM re-entries with every VMCB clean bit set, summed over the kernel's
+/// `vmcb clean bits <guest>: A of B re-entries …` lines, as `vmcb clean A/B`.
+#[must_use]
+pub fn clean_share(text: &str) -> Option<String> {
+    let (mut clean, mut all, mut seen) = (0u64, 0u64, false);
+    for line in text.lines().map(str::trim) {
+        let Some((_, rest)) = line
+            .strip_prefix("vmcb clean bits ")
+            .and_then(|l| l.split_once(": "))
+        else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let a = words.next().and_then(|w| w.parse::<u64>().ok());
+        let b = words.nth(1).and_then(|w| w.parse::<u64>().ok());
+        if let (Some(a), Some(b)) = (a, b) {
+            clean += a;
+            all += b;
+            seen = true;
+        }
+    }
+    seen.then(|| format!("vmcb clean {clean}/{all} re-entries"))
+}
+
 /// The `SKIP` notes of a serial log: `<guest>: SKIP <what and why>` lines.
 #[must_use]
 pub fn skip_notes(text: &str) -> Vec<String> {
@@ -522,7 +546,14 @@ pub fn run(case: &Case) -> Outcome {
         .replace('\r', "");
     let verdict = parse_serial(&outcome.serial_text);
     outcome.exits = verdict.exits;
-    outcome.detail = exit_cost(&outcome.serial_text).unwrap_or_default();
+    outcome.detail = [
+        exit_cost(&outcome.serial_text),
+        clean_share(&outcome.serial_text),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
     outcome.notes = skip_notes(&outcome.serial_text);
     match status {
         None => outcome.fail(format!("timed out after {}s", RUN_TIMEOUT.as_secs_f64())),
@@ -751,6 +782,13 @@ mod tests {
             Some("808 guest TSC cycles per CPUID round trip")
         );
         assert_eq!(skip_notes(log), ["hostile: SKIP triple fault: why"]);
+        let clean = "vmcb clean bits a: 3 of 6 re-entries with every area clean (500 per mille)\n\
+                     vmcb clean bits b: 6 of 6 re-entries with every area clean (1000 per mille)\n";
+        assert_eq!(
+            clean_share(clean).as_deref(),
+            Some("vmcb clean 9/12 re-entries")
+        );
+        assert_eq!(clean_share(log), None);
         assert_eq!(exit_cost("nothing"), None);
     }
 

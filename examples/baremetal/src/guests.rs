@@ -261,6 +261,15 @@ impl<'p> Run<'p> {
             if outcome.guest_pass { "PASS" } else { "FAIL" },
             if outcome.host_pass { "ok" } else { "FAIL" }
         );
+        if let Some(clean) = self.vcpu.svm_clean_stats() {
+            println!(
+                "vmcb clean bits {}: {} of {} re-entries with every area clean ({} per mille)",
+                outcome.name,
+                clean.clean_reentries,
+                clean.reentries,
+                clean.clean_per_mille()
+            );
+        }
         outcome
     }
 }
@@ -450,9 +459,16 @@ pub fn msr(platform: &BumpPlatform) -> Outcome {
         _ => Ok(Flow::Default),
     });
     run.verdict(ended);
+    let kept = match run.vcpu.vendor() {
+        hvkit_vcpu::cpuid::Vendor::Intel => 0x480,
+        _ => 0xc001_0114,
+    };
     run.check(
-        reads[..n_reads] == [SYSENTER_CS, SYNTHETIC_MSR],
-        format_args!("RDMSR exits {:x?}", &reads[..n_reads]),
+        reads[..n_reads] == [SYSENTER_CS, SYNTHETIC_MSR, kept],
+        format_args!(
+            "RDMSR exits {:x?} (the last one answered with #GP by handle_default)",
+            &reads[..n_reads]
+        ),
     );
     run.check(
         writes[..n_writes] == [(SYSENTER_CS, 8), (SYNTHETIC_MSR, 0xfeed_0000_beef)],
@@ -636,6 +652,11 @@ pub fn exception(platform: &BumpPlatform) -> Outcome {
     run.check(
         injected == 4,
         format_args!("{injected} events injected on request (#DE, #GP, #PF, int 0x30)"),
+    );
+    let windows = run.counts.get("interrupt-window");
+    run.check(
+        windows >= 1,
+        format_args!("interrupt 0x30 waited for the interrupt window: {windows} window exits"),
     );
     run.check(
         intercepted[..n_intercepted] == [6],
