@@ -1,15 +1,16 @@
 /*
  * hostile: a guest that attacks its host.
  * 1. Writes outside its memory: to GPA 0xC000_0000 (no RAM there) and to the GPA equal to the
- *    host-physical address of a host canary (given in EDI; above its RAM too). Each is a
- *    nested-page fault; the host maps a fresh page, so the write lands there and never in the
- *    host.
+ *    host-physical address of a host frame holding a canary (given in EDI; above its RAM too).
+ *    Each is a nested-page fault; the host maps a fresh page, so the write lands there and never
+ *    in the host.
  * 2. Executes the virtualization instructions of its vendor (VMXON and VMLAUNCH on Intel, VMRUN
  *    and CLGI on AMD): each must exit and come back as #UD, which its handler counts and skips
  *    (length at 0x2010).
  * 3. Asks the host (IN from port 0x511) whether to triple-fault; if so it loads an empty IDT and
  *    raises #BP: #GP, #DF, shutdown. The host must see a clean shutdown exit. Otherwise (an
- *    emulator without the shutdown exit) it reports PASS.
+ *    emulator without the shutdown exit) it reports PASS. The host then runs another guest
+ *    (cpuid) to show it is intact.
  */
     .pushsection .rodata.hvkit_guests, "a"
     .code32

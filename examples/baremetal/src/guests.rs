@@ -22,7 +22,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use hvkit_paging::GuestPhysAddr;
 use hvkit_vcpu::exit::IoDirection;
 use hvkit_vcpu::state::{CR0_PE, CR0_PG, EFER_LMA, GuestState};
-use hvkit_vcpu::{Event, Exit, ExitCounts, ExitKind, Vcpu, VcpuConfig, VcpuError};
+use hvkit_vcpu::{Event, Exit, ExitCounts, ExitKind, Platform, Vcpu, VcpuConfig, VcpuError};
 use x86_64::instructions::port::PortWriteOnly;
 
 use crate::platform::BumpPlatform;
@@ -723,9 +723,6 @@ pub fn paging(platform: &BumpPlatform) -> Outcome {
     run.finish()
 }
 
-/// The hostile guest's target in host memory.
-static CANARY: AtomicU64 = AtomicU64::new(0x00c0_ffee_c0ff_ee00);
-
 /// hostile: writes outside its memory, VMXON/VMLAUNCH or VMRUN/CLGI, a triple fault.
 /// `shutdown_exit`: the CPU reports a guest triple fault as a shutdown exit (Bochs 2.7's SVM
 /// model does not; the runner says so on the command line).
@@ -737,11 +734,25 @@ pub fn hostile(platform: &BumpPlatform, shutdown_exit: bool) -> Outcome {
     ) else {
         return failed("hostile");
     };
-    let canary = core::ptr::addr_of!(CANARY) as u64;
-    let before = CANARY.load(Ordering::SeqCst);
+    // A host frame the guest aims at: its GPA is the frame's host-physical address.
+    let Some(canary) = platform.allocate_frames(1) else {
+        run.check(false, format_args!("no frame for the host canary"));
+        return run.finish();
+    };
+    let Some(canary_ptr) = platform.phys_to_virt(canary) else {
+        run.check(false, format_args!("the host canary is not mapped"));
+        return run.finish();
+    };
+    let canary_ptr = canary_ptr.cast::<AtomicU64>();
+    // SAFETY: the frame was just allocated for this run (4 KiB-aligned, zeroed, identity-mapped)
+    // and nothing else refers to it; the reference ends with this function, before it is freed.
+    let canary_word = unsafe { canary_ptr.as_ref() };
+    let before = 0x00c0_ffee_c0ff_ee00;
+    canary_word.store(before, Ordering::SeqCst);
+    let canary = canary.as_u64();
     run.vcpu.regs().rdi = canary;
     println!(
-        "hostile: host canary at {canary:#x} ({}), guest RAM ends at {RAM:#x}",
+        "hostile: host canary frame at {canary:#x} ({}), guest RAM ends at {RAM:#x}",
         if canary < RAM {
             "inside the guest's RAM range: the write goes to the guest's own frame"
         } else {
@@ -782,10 +793,14 @@ pub fn hostile(platform: &BumpPlatform, shutdown_exit: bool) -> Outcome {
     if ended == Ended::Stopped && !asked {
         run.guest_pass = false;
     }
-    let after = CANARY.load(Ordering::SeqCst);
+    let after = canary_word.load(Ordering::SeqCst);
     run.check(
         after == before,
-        format_args!("host canary intact: {after:#x}"),
+        format_args!("host canary frame at {canary:#x} intact: {after:#x}"),
+    );
+    run.check(
+        canary < RAM || outside[..n_outside].contains(&canary),
+        format_args!("the write to GPA {canary:#x} (the host frame's address) exited"),
     );
     run.check(
         outside[..n_outside].contains(&0xc000_0000),
@@ -820,7 +835,11 @@ pub fn hostile(platform: &BumpPlatform, shutdown_exit: bool) -> Outcome {
         );
     }
     println!("hostile: the host is still running");
-    run.finish()
+    let outcome = run.finish();
+    // SAFETY: the run (and its vCPU) is gone and `canary_word` is no longer used: the frame
+    // allocated above is unused.
+    unsafe { platform.free_frames(hvkit_paging::HostPhysAddr::new_truncate(canary), 1) };
+    outcome
 }
 
 /// loop: `count` CPUID exits: no frame per exit, no slowdown.
