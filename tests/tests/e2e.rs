@@ -177,6 +177,12 @@ guest_runs! {
     guest_exitcost_vmx_bochs: "exitcost" on Vmx / BOCHS_SKYLAKE;
     guest_exitcost_svm_qemu: "exitcost" on Svm / QEMU;
     guest_exitcost_svm_bochs: "exitcost" on Svm / BOCHS_TRINITY;
+    guest_entryfail_vmx_bochs: "entryfail" on Vmx / BOCHS_SKYLAKE;
+    guest_entryfail_svm_qemu: "entryfail" on Svm / QEMU;
+    guest_entryfail_svm_bochs: "entryfail" on Svm / BOCHS_TRINITY;
+    guest_bluepill_vmx_bochs: "bluepill" on Vmx / BOCHS_SKYLAKE;
+    guest_bluepill_svm_qemu: "bluepill" on Svm / QEMU;
+    guest_bluepill_svm_bochs: "bluepill" on Svm / BOCHS_TRINITY;
     demo_svm_qemu: "demo" on Svm / QEMU;
     demo_vmx_bochs: "demo" on Vmx / BOCHS_SKYLAKE;
 }

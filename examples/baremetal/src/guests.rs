@@ -923,3 +923,156 @@ pub fn exit_cost(platform: &BumpPlatform) -> (Outcome, u64) {
     );
     (run.finish(), per)
 }
+
+/// entryfail: a guest state the processor must refuse: on VMX a 64-bit state with a data
+/// segment in CS and EFER.LMA without LME (SDM 27.3.1 "Checks on the Guest State Area"), on SVM
+/// CR0.NW without CD (APM 15.5.1 "Basic Operation", the VMRUN consistency checks; QEMU TCG and
+/// Bochs both check this one). The run must end in an entry-failure exit, twice (a second
+/// `run` fails the same way instead of crashing the host).
+pub fn entry_failure(platform: &BumpPlatform) -> Outcome {
+    let mut state = GuestState::protected_mode_flat(LOAD as u32, STACK);
+    match hvkit_vcpu::detect_vendor() {
+        Some(hvkit_vcpu::cpuid::Vendor::Intel) => {
+            state = GuestState::long_mode_flat(0x1000, LOAD, u64::from(STACK));
+            state.cs.access = hvkit_vcpu::state::SegmentAccess::DATA32;
+            state.efer &= !hvkit_vcpu::state::EFER_LME;
+        }
+        _ => {
+            const CR0_NW: u64 = 1 << 29;
+            const CR0_CD: u64 = 1 << 30;
+            state.cr0 = (state.cr0 | CR0_NW) & !CR0_CD;
+        }
+    }
+    let config = VcpuConfig::new(state);
+    let Some(mut run) = Run::new(platform, "entryfail", &config, &[0xf4], LOAD) else {
+        return failed("entryfail");
+    };
+    let mut failures = 0;
+    for attempt in 1..=2 {
+        match run.vcpu.run() {
+            Ok(exit) => {
+                run.counts.record(&exit.kind);
+                println!(
+                    "entryfail: attempt {attempt}: {:?} (raw {:?})",
+                    exit.kind, exit.raw
+                );
+                if matches!(exit.kind, ExitKind::EntryFailure(_)) {
+                    failures += 1;
+                }
+            }
+            Err(e) => println!("entryfail: attempt {attempt}: error {e:?}"),
+        }
+    }
+    // No guest code runs: the "guest" verdict is that it was refused.
+    run.guest_pass = failures == 2;
+    run.check(
+        failures == 2,
+        format_args!("both entries refused with an entry-failure exit: {failures} of 2"),
+    );
+    run.finish()
+}
+
+core::arch::global_asm!(
+    ".pushsection .text.hvkit_bluepill, \"ax\"",
+    ".global hvkit_bluepill_guest",
+    "hvkit_bluepill_guest:",
+    "mov eax, 0x40000000",
+    "xor ecx, ecx",
+    "cpuid",
+    "mov r12, rbx",
+    "mov rax, cr3",
+    "mov r13, rax",
+    "call {rust}",
+    "hlt",
+    ".popsection",
+    rust = sym bluepill_rust,
+);
+
+unsafe extern "C" {
+    /// The blue-pill guest's entry point (above): runs in the guest, on the host's own code.
+    fn hvkit_bluepill_guest();
+}
+
+/// What the blue-pill guest's PING hypercall returned.
+static PING_RESULT: AtomicU64 = AtomicU64::new(0);
+
+/// Runs inside the blue-pill guest: the guest side of the hypercall ABI
+/// (`hvkit_vcpu::hypercall::guest`).
+extern "C" fn bluepill_rust() {
+    if let Some(hv) = hvkit_vcpu::hypercall::guest::detect() {
+        // SAFETY: `detect` found hvkit, so the hypercall instruction exits to the host, which
+        // answers PING without touching guest memory.
+        let reply = unsafe { hv.call(hvkit_vcpu::hypercall::PING, [41, 0, 0, 0]) };
+        PING_RESULT.store(reply, Ordering::SeqCst);
+    }
+}
+
+static BLUEPILL_STACK: crate::sync::TakeOnce<[crate::sync::Page; 4]> =
+    crate::sync::TakeOnce::new([const { crate::sync::Page::zeroed() }; 4]);
+
+/// bluepill: the guest is this kernel's own CPU state (`hvkit_vcpu::capture::current_state`)
+/// running a stub of this kernel's code through an identity EPT/NPT of the first 64 MiB: CPUID
+/// finds hvkit, CR3 is the host's, and Rust code in the guest calls PING through
+/// `hypercall::guest`.
+pub fn bluepill(platform: &BumpPlatform) -> Outcome {
+    let Some(stack) = BLUEPILL_STACK.take() else {
+        return failed("bluepill");
+    };
+    let top = stack.as_ptr() as u64 + 4 * 4096 - 16;
+    let rip = hvkit_bluepill_guest as *const () as u64;
+    // SAFETY: CPL 0 in 64-bit mode; the boot GDT is identity-mapped and readable.
+    let state = unsafe { hvkit_vcpu::capture::current_state(rip, top) };
+    let config = VcpuConfig::new(state);
+    // SAFETY: as in `Run::new`; the guest runs the host's own code and sees all of the first
+    // 64 MiB (this kernel, its pool): it is this kernel's own, trusted code.
+    let vcpu = unsafe { Vcpu::new(platform, &config) };
+    let mut vcpu = match vcpu {
+        Ok(v) => v,
+        Err(e) => {
+            println!("FAIL bluepill: Vcpu::new: {e:?}");
+            return failed("bluepill");
+        }
+    };
+    // SAFETY: the first 64 MiB is this machine's RAM (Bochs and QEMU get 64 MiB), which the
+    // kernel owns; the guest is the kernel itself.
+    let mapped = unsafe {
+        vcpu.map_ram_at(
+            GuestPhysAddr::ZERO,
+            hvkit_paging::HostPhysAddr::ZERO,
+            64 << 20,
+        )
+    };
+    let mut run = Run {
+        name: "bluepill",
+        vcpu,
+        counts: ExitCounts::new(),
+        host_pass: true,
+        guest_pass: false,
+    };
+    if let Err(e) = mapped {
+        run.check(false, format_args!("identity map: {e:?}"));
+        return run.finish();
+    }
+    let ended = run.drive(100, |_, exit| {
+        Ok(if exit.kind == ExitKind::Hlt {
+            Flow::Stop
+        } else {
+            Flow::Default
+        })
+    });
+    let regs = *run.vcpu.regs();
+    let ping = PING_RESULT.load(Ordering::SeqCst);
+    let ok = ended == Ended::Stopped
+        && regs.r12 as u32 == 0x696b_7668
+        && regs.r13 == state.cr3
+        && ping == hvkit_vcpu::hypercall::PING_REPLY + 41;
+    run.guest_pass = ok;
+    run.check(
+        ok,
+        format_args!(
+            "the host's own code ran as the guest: CPUID signature {:#x}, CR3 {:#x} (host {:#x}), PING {ping:#x}",
+            regs.r12, regs.r13, state.cr3
+        ),
+    );
+    run.finish()
+}

@@ -121,6 +121,8 @@ fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Opti
         "hostile-loop-1m" => guests::exit_loop(platform, "hostile-loop-1m", 1_000_000),
         "hostile-loop-200k" => guests::exit_loop(platform, "hostile-loop-200k", 200_000),
         "exitcost" => guests::exit_cost(platform).0,
+        "entryfail" => guests::entry_failure(platform),
+        "bluepill" => guests::bluepill(platform),
         "demo" => return Some(demo(platform)),
         _ => return None,
     };
