@@ -323,7 +323,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
 
     fn new_table(&mut self) -> Result<HostPhysAddr, MapError> {
         let f = self.ctx.allocate_zeroed().ok_or(MapError::OutOfFrames)?;
-        if f.as_u64() >> F::MAX_OUTPUT_BITS != 0 {
+        if f.as_u64() >> F::MAX_TABLE_BITS != 0 {
             raw::free_frame(&mut self.ctx, f);
             return Err(MapError::FrameUnreachable(f.as_u64()));
         }
@@ -368,7 +368,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
             if let Some((key, pt)) = self.last_pt {
                 let (va, pa) = (virt.to_u64(), phys.to_u64());
                 let lower_half = !I::VIRTUAL || va >> (self.reach_bits() - 1) == 0;
-                let out_bits = u32::from(self.cfg.phys_bits).min(F::MAX_OUTPUT_BITS);
+                let out_bits = u32::from(self.cfg.phys_bits).min(F::max_output_bits_at(1));
                 if va >> Self::shift(2) == key
                     && lower_half
                     && (va | pa) & 0xfff == 0
@@ -426,6 +426,9 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     /// the tables this call created (all on the path, all empty) are unlinked and freed.
     #[inline(always)]
     fn map_one_4k(&mut self, va: u64, pa: u64, attrs: &F::Attrs) -> Result<(), MapError> {
+        if pa >> F::max_output_bits_at(1) != 0 {
+            return Err(MapError::BeyondMaxPhysAddr(pa + 0xfff));
+        }
         let key = va >> Self::shift(2);
         if let Some((k, pt)) = self.last_pt {
             if k == key {
@@ -489,8 +492,13 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
             let i = self.index(level, va);
             let slot_end = (va | (size - 1)) + 1;
             let pa = job.pa0 + (va - job.va0);
+            let fits = (pa + size - 1) >> F::max_output_bits_at(level) == 0;
+            if level == 1 && !fits {
+                return Err(MapError::BeyondMaxPhysAddr(pa + size - 1));
+            }
             let raw = self.read(table, i);
-            if leaf_here && va & (size - 1) == 0 && slot_end <= end && pa & (size - 1) == 0 {
+            if leaf_here && fits && va & (size - 1) == 0 && slot_end <= end && pa & (size - 1) == 0
+            {
                 if F::decode(raw, level) != Entry::Absent {
                     return Err(MapError::Overlap(
                         self.external(self.first_mapped(raw, level, va)),
@@ -629,7 +637,7 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
     // ---- splitting ------------------------------------------------------------------------
 
     /// How many frames splitting the leaves around boundaries `a` and `b` takes.
-    fn splits_needed(&self, bounds: [u64; 2]) -> usize {
+    fn splits_needed(&self, bounds: [u64; 2]) -> Result<usize, MapError> {
         let mut seen = [(0u8, 0u64); 8];
         let mut n = 0;
         let lim = 1u64 << self.reach_bits();
@@ -637,9 +645,17 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
             if b >= lim {
                 continue;
             }
-            let Some((level, ..)) = self.leaf_at(b) else {
+            let Some((level, _, _, raw)) = self.leaf_at(b) else {
                 continue;
             };
+            if let Entry::Leaf(pa, _) = F::decode(raw, level) {
+                let last = pa + (1u64 << Self::shift(level)) - 1;
+                if b & ((1u64 << Self::shift(level)) - 1) != 0
+                    && last >> F::max_output_bits_at(1) != 0
+                {
+                    return Err(MapError::BeyondMaxPhysAddr(last));
+                }
+            }
             let mut m = level;
             while m > 1 && b & ((1u64 << Self::shift(m)) - 1) != 0 {
                 let key = (m, b >> Self::shift(m));
@@ -650,13 +666,13 @@ impl<F: PageTableFormat, C: FrameAllocator, I: Address, O: Address> PageTable<F,
                 m -= 1;
             }
         }
-        n
+        Ok(n)
     }
 
     /// Splits every large leaf that `a` or `b` falls strictly inside, so both are page boundaries.
     /// All frames are taken before anything changes.
     fn split_bounds(&mut self, bounds: [u64; 2]) -> Result<(), MapError> {
-        let need = self.splits_needed(bounds);
+        let need = self.splits_needed(bounds)?;
         let mut stash = [HostPhysAddr::ZERO; 8];
         for k in 0..need {
             match self.new_table() {

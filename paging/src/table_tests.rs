@@ -492,3 +492,45 @@ fn legacy32_4m_page_splits_on_protect() {
     assert_eq!(arena.read_u32(hpa(pde)).unwrap() & 0x80, 0x80);
     l.free_all();
 }
+
+#[test]
+fn legacy32_pse36_4m_pages_above_4g() {
+    let arena = HostArena::new(16);
+    let a = X86Attrs::new(PTF::PRESENT | PTF::WRITABLE);
+    let mut l: GuestTable<Legacy32, _> = GuestTable::new(&arena, TableConfig::new(2)).unwrap();
+    let high = 0x12_0040_0000u64; // above 4 GiB: only a 4 MiB page can reach it
+    l.map(GuestVirtAddr::new(0x80_0000), gpa(high), 4 << 20, a)
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        l.translate_addr(GuestVirtAddr::new(0x81_2345)),
+        Some(gpa(high + 0x1_2345))
+    );
+    let pde = arena.read_u32(hpa(l.root().as_u64() + 2 * 4)).unwrap();
+    assert_eq!((pde >> 13) & 0xff, 0x12, "PSE-36 bits 20:13");
+    let before: Vec<_> = l.iter().collect();
+    let frames = arena.live_frames();
+    // A 4 KiB page cannot reach above 4 GiB: the whole map fails and nothing changes.
+    assert_eq!(
+        l.map(GuestVirtAddr::new(0xc0_0000), gpa(0xffff_f000), 2 * K4, a),
+        Err(MapError::BeyondMaxPhysAddr(0x1_0000_0fff))
+    );
+    // Nor can splitting the high 4 MiB page into 4 KiB pages.
+    assert_eq!(
+        l.protect(GuestVirtAddr::new(0x80_1000), K4, a),
+        Err(MapError::BeyondMaxPhysAddr(high + (4 << 20) - 1))
+    );
+    assert_eq!(
+        l.unmap(GuestVirtAddr::new(0x80_1000), K4)
+            .map(|f| f.range()),
+        Err(MapError::BeyondMaxPhysAddr(high + (4 << 20) - 1))
+    );
+    assert_eq!(before, l.iter().collect::<Vec<_>>());
+    assert_eq!(frames, arena.live_frames());
+    // Beyond PSE-36's 40 bits.
+    assert!(matches!(
+        l.map(GuestVirtAddr::new(0), gpa(1 << 40), 4 << 20, a),
+        Err(MapError::BeyondMaxPhysAddr(_))
+    ));
+    l.free_all();
+}

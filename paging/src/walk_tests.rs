@@ -649,3 +649,35 @@ fn accessed_dirty_survive_split_protect_and_merge() {
     g.free_all();
     e.free_all();
 }
+
+#[test]
+fn bits32_pse36_page_walks_above_4g() {
+    let arena = HostArena::new(16);
+    let w = Walker::new(&arena, Nested::None);
+    let mut g = GuestTable::<Legacy32, _>::new(&arena, TableConfig::new(2)).unwrap();
+    g.map(gva(0x80_0000), gpa(0x12_0040_0000), 4 << 20, x(F::WRITABLE))
+        .unwrap()
+        .ignore();
+    let mut st = GuestPagingState {
+        cr0: CR0_PG,
+        cr3: g.root().as_u64(),
+        cr4: CR4_PSE,
+        ..Default::default()
+    };
+    st.maxphyaddr = 40;
+    let t = w.translate(&st, gva(0x80_0010), Access::read()).unwrap();
+    assert_eq!(
+        (t.gpa, t.page_size),
+        (gpa(0x12_0040_0010), PageSize::Size4M)
+    );
+    // With MAXPHYADDR 36 the PSE-36 bits beyond it are reserved.
+    st.maxphyaddr = 36;
+    assert_eq!(
+        w.translate(&st, gva(0x80_0010), Access::read()),
+        pf(
+            PageFaultErrorCode::PROTECTION_VIOLATION | PageFaultErrorCode::MALFORMED_TABLE,
+            0x80_0010
+        )
+    );
+    g.free_all();
+}

@@ -47,6 +47,8 @@ pub trait PageTableFormat: 'static {
     const MAX_LEVELS: u8;
     /// Widest physical address an entry can hold for a page mapped by the builder.
     const MAX_OUTPUT_BITS: u32;
+    /// Widest physical address a table frame may have.
+    const MAX_TABLE_BITS: u32 = Self::MAX_OUTPUT_BITS;
     /// The accessed and dirty bits of a leaf (kept when the builder splits, merges or re-protects).
     const AD_MASK: u64;
 
@@ -54,6 +56,13 @@ pub trait PageTableFormat: 'static {
     #[must_use]
     fn top_index_bits(_levels: u8) -> u32 {
         Self::INDEX_BITS
+    }
+
+    /// Widest physical address a leaf at `level` can hold (32-bit paging: 4 KiB pages below 4 GiB,
+    /// 4 MiB pages below 1 TiB through PSE-36).
+    #[must_use]
+    fn max_output_bits_at(_level: u8) -> u32 {
+        Self::MAX_OUTPUT_BITS
     }
 
     /// The page size a leaf at `level` maps, if the format allows leaves there.

@@ -249,8 +249,13 @@ impl PageTableFormat for Legacy32 {
     const INDEX_BITS: u32 = 10;
     const MIN_LEVELS: u8 = 2;
     const MAX_LEVELS: u8 = 2;
-    const MAX_OUTPUT_BITS: u32 = 32;
+    const MAX_OUTPUT_BITS: u32 = 40;
+    const MAX_TABLE_BITS: u32 = 32;
     const AD_MASK: u64 = PageTableFlags::ACCESSED.bits() | PageTableFlags::DIRTY.bits();
+
+    fn max_output_bits_at(level: u8) -> u32 {
+        if level == 2 { 40 } else { 32 }
+    }
 
     #[inline(always)]
     fn leaf_size(level: u8) -> Option<PageSize> {
@@ -271,7 +276,8 @@ impl PageTableFormat for Legacy32 {
 
     #[inline(always)]
     fn leaf(phys: u64, a: &X86Attrs, level: u8) -> u64 {
-        leaf64(phys, a, level)
+        // PSE-36: physical-address bits 39:32 of a 4 MiB page go to bits 20:13 (SDM Vol. 3A Table 4-4).
+        leaf64(phys & mask(31, 0), a, level) | (((phys >> 32) & 0xff) << 13)
     }
 
     #[inline(always)]
