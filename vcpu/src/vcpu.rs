@@ -645,6 +645,21 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         }
     }
 
+    /// Sets the guest's XCR0 as XSETBV would (the same validity rules: bit 0, only supported
+    /// components, AVX with SSE, …); returns whether it was accepted. A "blue-pill" guest, which
+    /// continues the host's own execution, needs the host's XCR0 from its first instruction: its
+    /// XSETBV ran before it became a guest (and QEMU 7.2 TCG does not intercept XSETBV, measured
+    /// with the Linux module: the vCPU kept XCR0 = 1 and the guest's XRSTOR of AVX state faulted).
+    pub fn set_xcr0(&mut self, xcr0: u64) -> bool {
+        dispatch!(self, b => {
+            let ok = crate::vmx::xcr0_valid(xcr0, b.core.xcr0_supported);
+            if ok {
+                b.core.xcr0 = xcr0;
+            }
+            ok
+        })
+    }
+
     /// The VMX exit reason or SVM exit code of the last exit, for logs.
     #[must_use]
     pub fn raw_exit_name(&self) -> Option<&'static str> {
