@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod demo;
 mod e2e;
+mod linux;
 mod nightly;
 mod steps;
 
@@ -21,6 +22,7 @@ fn usage() -> ExitCode {
          test    run every check and test (what CI runs)\n  \
          demo    show what hvkit does today\n  \
          e2e [FILTER]   run the end-to-end cases in Bochs and QEMU (installs them)\n  \
+         linux-module [FILTER]   build hvkit.ko and boot Debian's kernel with it (QEMU SVM, Bochs VMX)\n  \
          fuzz [SECONDS] [TARGET]   run the fuzz targets (default 60 s each)\n"
     );
     ExitCode::from(2)
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Some("test") => steps::test(),
         Some("demo") => demo::run(),
         Some("e2e") => e2e::run(args.get(1).map(String::as_str)),
+        Some("linux-module") => linux::run(args.get(1).map(String::as_str)),
         Some("fuzz") => {
             let seconds = match args.get(1).map(|s| s.parse::<u32>()) {
                 None => 60,

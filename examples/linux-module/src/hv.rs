@@ -1,0 +1,468 @@
+//! Virtualizing the running CPU ("blue pill") and giving it back.
+//!
+//! `hvkit_enter` (assembly) saves the callee-saved registers on the kernel stack, then calls
+//! [`hvkit_host_main`] on a fresh host stack from the pool with the kernel stack pointer and a
+//! continuation label as the guest's RSP and RIP. `hvkit_host_main` captures the CPU as a guest
+//! state (`capture::current_state`), switches to its own CR3 (a pool copy of the kernel half of
+//! the current top-level table, so the host never depends on a process's page tables), builds a
+//! [`Vcpu`] with an identity EPT/NPT over everything but the pool, and runs the guest forever: the
+//! guest starts at the continuation label, pops the registers and returns 0 to the C shim, as if
+//! `hvkit_enter` had returned.
+//!
+//! Devirtualizing is hypercall [`DEVIRTUALIZE`] made from `hvkit_devirtualize_vmcall`/`vmmcall`
+//! (the only place the host accepts it from, at CPL 0): the host completes it, drops the vCPU
+//! (VMXOFF / EFER.SVME off, frames back to the pool) and `hvkit_resume_native` loads the guest's
+//! registers, CR3, CR4, RFLAGS and RIP into the processor.
+//!
+//! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
+//! Number 325462-086US, December 2024, Vol. 3C 31.3 "VMCALL"; AMD64 Architecture Programmer's
+//! Manual Volume 2: System Programming, Publication No. 24593, Revision 3.42, March 2024, 15.18
+//! "VMMCALL Instruction", 15.25 "Nested Paging".
+// UNSAFETY: the stack switch, the continuation and the return to native execution are assembly;
+// `Vcpu::new` is unsafe; the host CR3 is built and loaded by hand.
+#![expect(
+    unsafe_code,
+    reason = "the blue-pill stack switch, CR3 and the return to native execution"
+)]
+
+use core::arch::{asm, global_asm};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use hvkit_paging::{GuestPhysAddr, HostPhysAddr};
+use hvkit_vcpu::memory::{MemoryMap, Region, RegionKind};
+use hvkit_vcpu::platform::OwnedFrames;
+use hvkit_vcpu::state::SegmentName;
+use hvkit_vcpu::{Event, ExitKind, GuestRegisters, Platform, Vcpu, VcpuConfig};
+
+use crate::platform::{PLATFORM, log};
+
+/// The hypercall that ends virtualization on the calling CPU (the first user number).
+pub const DEVIRTUALIZE: u64 = hvkit_vcpu::hypercall::FIRST_USER;
+
+/// Frames of host stack per CPU (32 KiB).
+const STACK_FRAMES: usize = 8;
+
+/// Per-CPU figures, readable from the guest (module memory, not pool memory).
+#[derive(Debug)]
+pub struct CpuStats {
+    /// Exits handled.
+    pub exits: AtomicU64,
+    /// CPUID exits.
+    pub cpuid: AtomicU64,
+    /// Nested-page faults (guest accesses to the hypervisor's memory), answered with #GP.
+    pub denied: AtomicU64,
+    /// Exits the loop answered with #UD (unexpected kinds).
+    pub other: AtomicU64,
+    /// The guest-physical address of the last denied access.
+    pub last_denied: AtomicU64,
+}
+
+/// The figures of every CPU.
+pub static STATS: [CpuStats; crate::MAX_CPUS] = [const {
+    CpuStats {
+        exits: AtomicU64::new(0),
+        cpuid: AtomicU64::new(0),
+        denied: AtomicU64::new(0),
+        other: AtomicU64::new(0),
+        last_denied: AtomicU64::new(0),
+    }
+}; crate::MAX_CPUS];
+
+/// What `hvkit_resume_native` loads.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Native {
+    regs: GuestRegisters,
+    rip: u64,
+    rsp: u64,
+    rflags: u64,
+    cr3: u64,
+    cr4: u64,
+}
+
+global_asm!(
+    ".pushsection .text.hvkit_enter, \"ax\"",
+    ".global hvkit_enter",
+    ".p2align 4",
+    // rdi = CPU index, rsi = host stack top (16-byte aligned).
+    "hvkit_enter:",
+    "push rbp",
+    "push rbx",
+    "push r12",
+    "push r13",
+    "push r14",
+    "push r15",
+    "mov rbx, rsp",
+    "mov rdx, rsp",
+    "lea rcx, [rip + 2f]",
+    "mov rsp, rsi",
+    "call hvkit_host_main",
+    // Only on failure (RAX = negative error): back on the kernel stack, not virtualized.
+    "mov rsp, rbx",
+    "jmp 3f",
+    // The guest starts here with RSP = the kernel stack above and RAX = 0.
+    "2:",
+    "3:",
+    "pop r15",
+    "pop r14",
+    "pop r13",
+    "pop r12",
+    "pop rbx",
+    "pop rbp",
+    "ret",
+    "int3",
+    ".popsection",
+    ".pushsection .text.hvkit_devirtualize, \"ax\"",
+    ".global hvkit_devirtualize_vmmcall",
+    ".global hvkit_devirtualize_vmcall",
+    ".global hvkit_devirtualize_vmmcall_insn",
+    ".global hvkit_devirtualize_vmcall_insn",
+    ".p2align 4",
+    "hvkit_devirtualize_vmmcall:",
+    "push rbx",
+    "mov rax, {devirt}",
+    "xor ebx, ebx",
+    "xor ecx, ecx",
+    "xor edx, edx",
+    "xor esi, esi",
+    "hvkit_devirtualize_vmmcall_insn:",
+    "vmmcall",
+    "pop rbx",
+    "ret",
+    "int3",
+    ".p2align 4",
+    "hvkit_devirtualize_vmcall:",
+    "push rbx",
+    "mov rax, {devirt}",
+    "xor ebx, ebx",
+    "xor ecx, ecx",
+    "xor edx, edx",
+    "xor esi, esi",
+    "hvkit_devirtualize_vmcall_insn:",
+    "vmcall",
+    "pop rbx",
+    "ret",
+    "int3",
+    ".popsection",
+    ".pushsection .text.hvkit_resume_native, \"ax\"",
+    ".global hvkit_resume_native",
+    ".p2align 4",
+    // rdi = &Native. Never returns.
+    "hvkit_resume_native:",
+    "mov rax, [rdi + {cr4}]",
+    "mov cr4, rax",
+    "mov rax, [rdi + {cr3}]",
+    "mov cr3, rax",
+    "mov rsp, [rdi + {rsp}]",
+    "push qword ptr [rdi + {rip}]",
+    "push qword ptr [rdi + {rflags}]",
+    "mov rax, [rdi + {rax}]",
+    "mov rbx, [rdi + {rbx}]",
+    "mov rcx, [rdi + {rcx}]",
+    "mov rdx, [rdi + {rdx}]",
+    "mov rsi, [rdi + {rsi}]",
+    "mov rbp, [rdi + {rbp}]",
+    "mov r8, [rdi + {r8}]",
+    "mov r9, [rdi + {r9}]",
+    "mov r10, [rdi + {r10}]",
+    "mov r11, [rdi + {r11}]",
+    "mov r12, [rdi + {r12}]",
+    "mov r13, [rdi + {r13}]",
+    "mov r14, [rdi + {r14}]",
+    "mov r15, [rdi + {r15}]",
+    "mov rdi, [rdi + {rdi}]",
+    "popfq",
+    "ret",
+    "int3",
+    ".popsection",
+    devirt = const DEVIRTUALIZE,
+    cr4 = const offset_of!(Native, cr4),
+    cr3 = const offset_of!(Native, cr3),
+    rsp = const offset_of!(Native, rsp),
+    rip = const offset_of!(Native, rip),
+    rflags = const offset_of!(Native, rflags),
+    rax = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RAX,
+    rbx = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RBX,
+    rcx = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RCX,
+    rdx = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RDX,
+    rsi = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RSI,
+    rdi = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RDI,
+    rbp = const offset_of!(Native, regs) + GuestRegisters::OFFSET_RBP,
+    r8 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R8,
+    r9 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R9,
+    r10 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R10,
+    r11 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R11,
+    r12 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R12,
+    r13 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R13,
+    r14 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R14,
+    r15 = const offset_of!(Native, regs) + GuestRegisters::OFFSET_R15,
+);
+
+unsafe extern "C" {
+    fn hvkit_enter(cpu: u64, stack_top: u64) -> i64;
+    fn hvkit_resume_native(native: *const Native) -> !;
+    /// The devirtualizing hypercall (AMD).
+    pub fn hvkit_devirtualize_vmmcall() -> i64;
+    /// The devirtualizing hypercall (Intel).
+    pub fn hvkit_devirtualize_vmcall() -> i64;
+    static hvkit_devirtualize_vmmcall_insn: u8;
+    static hvkit_devirtualize_vmcall_insn: u8;
+}
+
+/// Error numbers returned to C (negated errno values).
+const ENOMEM: i64 = -12;
+const EIO: i64 = -5;
+
+/// Virtualizes the calling CPU (interrupts off, kernel FPU section open, XCR0 saved by the
+/// caller). Returns 0 in the guest, or a negative errno with the CPU unchanged.
+///
+/// # Safety
+/// - CPL 0 with interrupts disabled, on the CPU `cpu`, which is not virtualized yet;
+/// - the platform is initialized and nothing else uses VMX/SVM on this CPU.
+pub unsafe fn virtualize(cpu: usize) -> i64 {
+    let Ok(stack) = OwnedFrames::allocate(&PLATFORM, STACK_FRAMES) else {
+        return ENOMEM;
+    };
+    let top = stack.as_ptr().as_ptr() as u64 + stack.len_bytes() as u64;
+    let (stack_phys, stack_count) = stack.into_raw();
+    // SAFETY: CPL 0, interrupts off (the caller's obligations); the stack is 32 KiB of pool
+    // memory this CPU alone uses; `hvkit_enter` returns here either in the guest (0) or after a
+    // failure of `hvkit_host_main` (which gave back everything but the stack).
+    let result = unsafe { hvkit_enter(cpu as u64, top) };
+    if result != 0 {
+        // SAFETY: the host never ran, so nothing uses the stack any more.
+        unsafe { PLATFORM.free_frames(stack_phys, stack_count) };
+    } else {
+        STACKS[cpu.min(crate::MAX_CPUS - 1)].store(stack_phys.as_u64(), Ordering::Release);
+    }
+    result
+}
+
+/// The host stack of each virtualized CPU (physical), freed after devirtualization.
+static STACKS: [AtomicU64; crate::MAX_CPUS] = [const { AtomicU64::new(0) }; crate::MAX_CPUS];
+
+/// Frees the host stack of a CPU that was devirtualized.
+pub fn free_stack(cpu: usize) {
+    let Some(slot) = STACKS.get(cpu) else { return };
+    let phys = slot.swap(0, Ordering::AcqRel);
+    if let Ok(phys) = HostPhysAddr::try_new(phys)
+        && phys.as_u64() != 0
+    {
+        // SAFETY: the stack came from `virtualize` and the CPU no longer runs its host loop.
+        unsafe { PLATFORM.free_frames(phys, STACK_FRAMES) };
+    }
+}
+
+fn read_cr3() -> u64 {
+    let cr3: u64;
+    // SAFETY: reading CR3 at CPL 0 has no side effects.
+    unsafe { asm!("mov {}, cr3", out(reg) cr3, options(nostack, nomem, preserves_flags)) };
+    cr3
+}
+
+/// XCR0 (only with CR4.OSXSAVE set).
+fn host_xcr0() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: XGETBV of XCR0 is allowed whenever CR4.OSXSAVE is set (the caller checks).
+    unsafe {
+        asm!("xgetbv", in("ecx") 0, out("eax") low, out("edx") high,
+            options(nostack, nomem, preserves_flags));
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+fn read_rflags() -> u64 {
+    let rflags: u64;
+    // SAFETY: PUSHFQ/POP reads RFLAGS.
+    unsafe { asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags)) };
+    rflags
+}
+
+/// A top-level page table for the host: the kernel half (entries 256–511) of the current one.
+/// The kernel's upper entries never change after boot (x86-64 preallocates them), so the copy
+/// maps the kernel for as long as the module runs.
+fn host_page_table() -> Option<OwnedFrames<'static, crate::platform::LinuxPlatform>> {
+    let frame = OwnedFrames::allocate(&PLATFORM, 1).ok()?;
+    let current = read_cr3() & 0x000f_ffff_ffff_f000;
+    let from = PLATFORM.phys_to_virt(HostPhysAddr::try_new(current).ok()?)?;
+    // SAFETY: the current top-level table is a mapped 4 KiB frame (it translates this very
+    // code); the copy goes into a fresh pool frame that nothing else uses.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            from.as_ptr().add(2048),
+            frame.as_ptr().as_ptr().add(2048),
+            2048,
+        );
+    }
+    Some(frame)
+}
+
+/// The guest-physical map: identity RAM over `0 .. top` except the pool (never mapped, so a
+/// guest access to it is a nested-page fault).
+fn identity_map() -> Option<MemoryMap> {
+    let (pool, pool_len) = PLATFORM.pool();
+    let phys_bits = raw_cpuid_phys_bits();
+    let top = (1u64 << phys_bits.min(39)).max(pool + pool_len);
+    let mut map = MemoryMap::new();
+    let ram = |start: u64, end: u64| Region {
+        start: GuestPhysAddr::new_truncate(start),
+        len: end - start,
+        kind: RegionKind::Ram {
+            host: HostPhysAddr::new_truncate(start),
+        },
+    };
+    if pool > 0 {
+        map.add(ram(0, pool)).ok()?;
+    }
+    map.add(ram(pool + pool_len, top)).ok()?;
+    Some(map)
+}
+
+fn raw_cpuid_phys_bits() -> u8 {
+    let r = core::arch::x86_64::__cpuid(0x8000_0008);
+    (r.eax & 0xff) as u8
+}
+
+/// The host side of `hvkit_enter`: runs on the host stack, never returns while the CPU is
+/// virtualized (it becomes the guest's continuation instead); returns a negative errno when the
+/// CPU could not be virtualized.
+#[unsafe(no_mangle)]
+extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_rip: u64) -> i64 {
+    let cpu = cpu as usize;
+    // SAFETY: CPL 0 in 64-bit mode (called from `virtualize`); the kernel's GDT is mapped.
+    let mut state = unsafe { hvkit_vcpu::capture::current_state(guest_rip, guest_rsp) };
+    state.rflags = read_rflags();
+    state.regs = GuestRegisters::default();
+    let Some(map) = identity_map() else {
+        return EIO;
+    };
+    let Some(cr3_frame) = host_page_table() else {
+        return ENOMEM;
+    };
+    let kernel_cr3 = read_cr3();
+    // SAFETY: the copy maps the kernel half exactly as the current table does, and this code,
+    // its stack and the pool are all kernel memory; PCID 0 is not used by Linux.
+    unsafe {
+        asm!("mov cr3, {}", in(reg) cr3_frame.phys().as_u64(), options(nostack, preserves_flags));
+    }
+    let restore_cr3 = || {
+        // SAFETY: back to the kernel's own table of this context.
+        unsafe { asm!("mov cr3, {}", in(reg) kernel_cr3, options(nostack, preserves_flags)) };
+    };
+    let state_osxsave = state.cr4 & (1 << 18) != 0;
+    let mut config = VcpuConfig::new(state);
+    config.memory = map;
+    config.vpid = 1;
+    // SAFETY: CPL 0 on this CPU, which the host loop never leaves; no other VMX/SVM user (the
+    // shim refuses to load next to KVM); the host GDT/IDT/CR/MSR state stays as captured (the
+    // host loop changes nothing); the guest is the kernel itself, which already owns every port
+    // and MSR it reaches.
+    let mut vcpu = match unsafe { Vcpu::new(&PLATFORM, &config) } {
+        Ok(v) => v,
+        Err(e) => {
+            restore_cr3();
+            drop(cr3_frame);
+            log(format_args!("cpu{cpu}: could not build the vCPU: {e}"));
+            return EIO;
+        }
+    };
+    // The guest continues with the XCR0 the kernel set at boot.
+    if state_osxsave && !vcpu.set_xcr0(host_xcr0()) {
+        log(format_args!("cpu{cpu}: the vCPU refused the kernel's XCR0"));
+    }
+    log(format_args!(
+        "cpu{cpu}: {:?} vCPU ready, entering the guest",
+        vcpu.vendor()
+    ));
+    PLATFORM.set_quiet(cpu, true);
+    let stats = &STATS[cpu.min(crate::MAX_CPUS - 1)];
+    let native = host_loop(&mut vcpu, stats);
+    PLATFORM.set_quiet(cpu, false);
+    drop(vcpu);
+    drop(cr3_frame);
+    // SAFETY: the vCPU is gone (VMX/SVM off on this CPU), and `native` is the guest's state at
+    // the devirtualizing hypercall (or at a failed entry): the kernel continues there.
+    unsafe { hvkit_resume_native(&native) }
+}
+
+/// Runs the guest until it devirtualizes (or cannot be entered); returns the state to continue
+/// natively from.
+fn host_loop<P: Platform>(vcpu: &mut Vcpu<'_, P>, stats: &CpuStats) -> Native {
+    let vmmcall = (&raw const hvkit_devirtualize_vmmcall_insn) as u64;
+    let vmcall = (&raw const hvkit_devirtualize_vmcall_insn) as u64;
+    let mut result = 0;
+    loop {
+        let exit = match vcpu.run() {
+            Ok(exit) => exit,
+            Err(_) => {
+                result = EIO;
+                break;
+            }
+        };
+        stats.exits.fetch_add(1, Ordering::Relaxed);
+        match exit.kind {
+            ExitKind::Cpuid { .. } => {
+                stats.cpuid.fetch_add(1, Ordering::Relaxed);
+            }
+            ExitKind::Hypercall(call) if call.number == DEVIRTUALIZE => {
+                let rip = vcpu.rip().unwrap_or(0);
+                let cpl0 = vcpu
+                    .segment(SegmentName::Cs)
+                    .is_ok_and(|cs| cs.selector & 3 == 0);
+                if cpl0 && (rip == vmmcall || rip == vmcall) {
+                    if vcpu.complete_hypercall(0).is_err() {
+                        result = EIO;
+                    }
+                    break;
+                }
+                let _ = vcpu.complete_hypercall(hvkit_vcpu::hypercall::UNKNOWN);
+                continue;
+            }
+            ExitKind::EntryFailure(_) | ExitKind::Shutdown => {
+                result = EIO;
+                break;
+            }
+            _ => {}
+        }
+        match vcpu.handle_default() {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(_) => {
+                result = EIO;
+                break;
+            }
+        }
+        match exit.kind {
+            ExitKind::NestedPageFault(fault) => {
+                stats.denied.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .last_denied
+                    .store(fault.gpa.as_u64(), Ordering::Relaxed);
+                vcpu.inject(Event::GP0);
+            }
+            ExitKind::Hypercall(_) => {
+                let _ = vcpu.complete_hypercall(hvkit_vcpu::hypercall::UNKNOWN);
+            }
+            ExitKind::Hlt => {
+                let _ = vcpu.skip_instruction();
+            }
+            _ => {
+                stats.other.fetch_add(1, Ordering::Relaxed);
+                vcpu.inject(Event::UD);
+            }
+        }
+    }
+    let mut native = Native {
+        regs: *vcpu.regs(),
+        rip: vcpu.rip().unwrap_or(0),
+        rsp: vcpu.rsp().unwrap_or(0),
+        rflags: vcpu.rflags().unwrap_or(2),
+        cr3: vcpu.cr3().unwrap_or(0),
+        cr4: vcpu.cr4().unwrap_or(0) & !hvkit_vcpu::state::CR4_VMXE,
+    };
+    if result != 0 {
+        native.regs.rax = result as u64;
+    }
+    native
+}
