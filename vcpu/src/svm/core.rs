@@ -120,9 +120,9 @@ const ERROR_CODE_VECTORS: u32 = (1 << 8)
 
 /// The EFER MSR (APM 3.1.7 "Extended Feature Enable Register (EFER)").
 pub const MSR_EFER: u32 = 0xc000_0080;
-/// EFER bits a guest may write: SCE 0, LME 8, LMA 10, NXE 11, SVME 12, LMSLE 13, FFXSR 14,
-/// TCE 15.
-const EFER_WRITABLE: u64 = 1 | (1 << 8) | (0x3f << 10);
+/// EFER bits a guest may write: SCE 0, LME 8, LMA 10, NXE 11, LMSLE 13, FFXSR 14, TCE 15. Not
+/// SVME 12: the guest's CPUID shows no SVM, and on such a processor the bit is reserved (#GP).
+const EFER_WRITABLE: u64 = 1 | (1 << 8) | (0x3 << 10) | (0x7 << 13);
 
 /// Whether exception `vector` pushes an error code.
 #[must_use]
@@ -1013,7 +1013,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
             } => {
                 // EFER writes exit so that SVME stays set (VMRUN refuses a guest EFER without
                 // it, APM 15.5.1); LMA is the processor's to set. Bits outside SCE, LME, LMA,
-                // NXE, SVME, LMSLE, FFXSR and TCE (APM 3.1.7) are #GP.
+                // NXE, LMSLE, FFXSR and TCE (APM 3.1.7) are #GP, SVME too (hidden SVM).
                 if value & !EFER_WRITABLE != 0 {
                     self.inject(Event::GP0);
                 } else {

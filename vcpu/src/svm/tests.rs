@@ -529,6 +529,16 @@ fn efer_writes_keep_svme_and_reads_hide_it() {
     exit(&mut c, ExitCode::MSR, 1, 0);
     assert!(c.handle_default(host_cpuid).unwrap());
     assert_eq!(c.vmcb().save().efer(), 0x1500);
+    // Turning SVM on is #GP, as on a processor without SVM (what the guest's CPUID says).
+    c.regs.rax = 0x1500;
+    exit(&mut c, ExitCode::MSR, 1, 0);
+    assert!(c.handle_default(host_cpuid).unwrap());
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert_eq!(
+        c.vmcb().control().event_injection(),
+        EventInjection::exception(13, Some(0))
+    );
+    c.regs.rcx = 0xc000_0080;
     assert_eq!(c.efer().unwrap(), 0x500);
     exit(&mut c, ExitCode::MSR, 0, 0);
     assert!(c.handle_default(host_cpuid).unwrap());
