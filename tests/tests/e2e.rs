@@ -183,6 +183,9 @@ guest_runs! {
     guest_bluepill_vmx_bochs: "bluepill" on Vmx / BOCHS_SKYLAKE;
     guest_bluepill_svm_qemu: "bluepill" on Svm / QEMU;
     guest_bluepill_svm_bochs: "bluepill" on Svm / BOCHS_TRINITY;
+    guest_extint_vmx_bochs: "extint" on Vmx / BOCHS_SKYLAKE;
+    guest_extint_svm_qemu: "extint" on Svm / QEMU;
+    guest_extint_svm_bochs: "extint" on Svm / BOCHS_TRINITY;
     demo_svm_qemu: "demo" on Svm / QEMU;
     demo_vmx_bochs: "demo" on Vmx / BOCHS_SKYLAKE;
 }

@@ -131,7 +131,8 @@ long_mode_entry:
     mov ax, 0x18
     ltr ax
 
-    // IDT: 32 interrupt gates (present, DPL 0, type 0xE) pointing at the exception stubs.
+    // IDT: 33 interrupt gates (present, DPL 0, type 0xE): the 32 exception stubs, then vector
+    // 0x20 for the PIT's IRQ 0 once a case remaps the PIC there (`timer_stub`).
     lea r8, [rip + boot_idt]
     lea r9, [rip + exception_stub_table]
     xor ecx, ecx
@@ -147,7 +148,7 @@ long_mode_entry:
     mov dword ptr [r8 + 12], 0
     add r8, 16
     inc ecx
-    cmp ecx, 32
+    cmp ecx, 33
     jb 4b
     lidt [rip + idt_pointer]
 
@@ -202,6 +203,15 @@ exception_stub_\n:
     EXC_ERR 30
     EXC_NOERR 31
 
+    // IRQ 0 remapped to vector 0x20: count the tick, EOI to the master PIC.
+timer_stub:
+    push rax
+    lock inc qword ptr [rip + timer_ticks]
+    mov al, 0x20
+    out 0x20, al
+    pop rax
+    iretq
+
 exception_common:
     mov rdi, rsp
     and rsp, -16
@@ -221,6 +231,7 @@ exception_stub_table:
     .quad exception_stub_20, exception_stub_21, exception_stub_22, exception_stub_23
     .quad exception_stub_24, exception_stub_25, exception_stub_26, exception_stub_27
     .quad exception_stub_28, exception_stub_29, exception_stub_30, exception_stub_31
+    .quad timer_stub
 
     .section .data.boot, "aw"
     .balign 16
@@ -240,7 +251,7 @@ gdt_pointer:
     .balign 8
     .short 0
 idt_pointer:
-    .short 32 * 16 - 1
+    .short 33 * 16 - 1
     .quad boot_idt
 
     .section .bss.boot, "aw", @nobits
@@ -252,7 +263,11 @@ boot_pdpt:
 boot_pd:
     .skip 4 * 4096
 boot_idt:
-    .skip 32 * 16
+    .skip 33 * 16
+    .balign 8
+    .global timer_ticks
+timer_ticks:
+    .skip 8
     .balign 16
     .global boot_tss
 boot_tss:
@@ -298,6 +313,18 @@ unsafe extern "C" {
 /// The linear (= physical) address of the TSS in TR.
 pub fn tss_base() -> u64 {
     (&raw const boot_tss) as u64
+}
+
+unsafe extern "C" {
+    /// Timer interrupts the host took on vector 0x20 (`timer_stub` increments it atomically).
+    static timer_ticks: core::sync::atomic::AtomicU64;
+}
+
+/// Timer interrupts (IRQ 0 remapped to vector 0x20) the host has taken so far.
+pub fn ticks() -> u64 {
+    // SAFETY: `timer_ticks` is an 8-byte, 8-aligned zeroed `.bss` word that only `timer_stub`
+    // (with LOCK INC) and this atomic load touch.
+    unsafe { timer_ticks.load(core::sync::atomic::Ordering::SeqCst) }
 }
 
 /// The multiboot1 boot-loader magic in EAX (Multiboot 0.6.96 §3.2 "Machine state").

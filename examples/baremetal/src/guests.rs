@@ -1076,3 +1076,82 @@ pub fn bluepill(platform: &BumpPlatform) -> Outcome {
     );
     run.finish()
 }
+
+/// Remaps the PICs (ICW1-ICW4, Intel 8259A data sheet): master to vectors 0x20-0x27, slave to
+/// 0x28-0x2F, and unmasks only IRQ 0 (the PIT the BIOS left running at 18.2 Hz).
+fn pic_remap_timer_only() {
+    // SAFETY: the 8259A initialization sequence only changes which vectors the PICs raise; the
+    // only unmasked line (IRQ 0, vector 0x20) has a gate in the boot IDT (`timer_stub`).
+    unsafe {
+        for (port, value) in [
+            (0x20u16, 0x11u8),
+            (0xa0, 0x11),
+            (0x21, 0x20),
+            (0xa1, 0x28),
+            (0x21, 0x04),
+            (0xa1, 0x02),
+            (0x21, 0x01),
+            (0xa1, 0x01),
+            (0x21, 0xfe),
+            (0xa1, 0xff),
+        ] {
+            PortWriteOnly::<u8>::new(port).write(value);
+        }
+    }
+}
+
+/// extint: external-interrupt exiting. The guest spins with IF = 1; the PIT's IRQ 0 (remapped
+/// to vector 0x20) must leave the guest as an external-interrupt exit, three times. On VMX the
+/// exit acknowledges the interrupt ([`Vcpu::acknowledged_vector`] = 0x20, the host sends the
+/// EOI); on SVM it stays pending and the host takes it through its own IDT once GIF is set
+/// again, which needs the host's RFLAGS.IF = 1 at VMRUN (APM 15.21.1).
+pub fn external_interrupt(platform: &BumpPlatform) -> Outcome {
+    let mut config = VcpuConfig::new(GuestState::protected_mode_flat(LOAD as u32, STACK));
+    config.external_interrupt_exiting = true;
+    // STI; INC ECX; JMP back to the INC.
+    let Some(mut run) = Run::new(platform, "extint", &config, &[0xfb, 0x41, 0xeb, 0xfd], LOAD)
+    else {
+        return failed("extint");
+    };
+    pic_remap_timer_only();
+    let ticks_before = crate::boot::ticks();
+    x86_64::instructions::interrupts::enable();
+    let mut vectors = [None; 3];
+    let mut seen = 0;
+    let ended = run.drive(100_000, |vcpu, exit| {
+        if exit.kind != ExitKind::ExternalInterrupt {
+            return Ok(Flow::Default);
+        }
+        let vector = vcpu.acknowledged_vector()?;
+        if vector.is_some() {
+            // SAFETY: the EOI to the master PIC ends the interrupt the exit acknowledged.
+            unsafe { PortWriteOnly::<u8>::new(0x20).write(0x20) };
+        }
+        vectors[seen] = vector;
+        seen += 1;
+        Ok(if seen == vectors.len() {
+            Flow::Stop
+        } else {
+            Flow::Resume
+        })
+    });
+    x86_64::instructions::interrupts::disable();
+    mask_pic();
+    let ticks = crate::boot::ticks() - ticks_before;
+    run.verdict(ended);
+    let spun = run.vcpu.regs().rcx;
+    run.check(
+        ended == Ended::Stopped && seen == 3,
+        format_args!("3 external-interrupt exits from a guest spinning with IF = 1 ({spun} loops)"),
+    );
+    let acked = vectors.iter().all(|v| *v == Some(0x20));
+    let taken = vectors.iter().all(Option::is_none) && ticks >= 2;
+    run.check(
+        acked || taken,
+        format_args!(
+            "each interrupt reached the host: acknowledged vectors {vectors:x?}, taken by the \
+             host's IDT {ticks}"
+        ),
+    );
+    run.finish()
+}

@@ -123,6 +123,7 @@ fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Opti
         "exitcost" => guests::exit_cost(platform).0,
         "entryfail" => guests::entry_failure(platform),
         "bluepill" => guests::bluepill(platform),
+        "extint" => guests::external_interrupt(platform),
         "demo" => return Some(demo(platform)),
         _ => return None,
     };
