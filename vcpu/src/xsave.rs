@@ -122,28 +122,39 @@ impl<'p, P: Platform + ?Sized> ExtendedState<'p, P> {
         let guest = self.guest.as_ptr().as_ptr();
         match self.method {
             Method::Xsave { host_xcr0, .. } => {
+                // The switch runs with XCR0 = the union of both values, and the guest's own XCR0
+                // is set last: XSAVE/XRSTOR only reach the components XCR0 enables, and SSE
+                // registers are the guest's even when its XCR0 leaves bit 1 clear (a guest
+                // that never executes XSETBV has XCR0 = 1 and still uses XMM registers: SDM
+                // Vol. 1 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled Features").
+                let both = guest_xcr0 | host_xcr0;
+                if both != host_xcr0 {
+                    // SAFETY: the union of two valid values is valid (every dependency of a
+                    // bit set in either is set in that one).
+                    unsafe { xsetbv0(both) };
+                }
                 // SAFETY: both areas are 64-byte aligned, owned and large enough for every
                 // supported component; CR4.OSXSAVE is set (checked by `detect`).
                 unsafe { xsave(host) };
-                if guest_xcr0 != host_xcr0 {
-                    // SAFETY: a valid value is the caller's promise.
-                    unsafe { xsetbv0(guest_xcr0) };
-                }
                 // XRSTOR refuses (#GP) a header whose XSTATE_BV names a component XCR0 does not
-                // enable (SDM Vol. 1 13.8.1 "Standard Form of XRSTOR"); after the guest shrank
-                // its XCR0, the components it turned off are dropped (measured under QEMU TCG,
-                // which enforces this; Bochs does not).
+                // enable (SDM Vol. 1 13.8.1 "Standard Form of XRSTOR"): components outside the
+                // union are dropped (measured under QEMU TCG, which enforces this; Bochs does
+                // not).
                 let header = guest.wrapping_add(512).cast::<u64>();
                 // SAFETY: the area is at least 576 bytes (`new`), owned, reached through raw
                 // pointers; XSTATE_BV is the first 8 bytes of the header at byte 512.
                 let bv = unsafe { header.read_volatile() };
-                if bv & !guest_xcr0 != 0 {
+                if bv & !both != 0 {
                     // SAFETY: as above.
-                    unsafe { header.write_volatile(bv & guest_xcr0) };
+                    unsafe { header.write_volatile(bv & both) };
                 }
                 // SAFETY: as for XSAVE; XRSTOR of an area the processor wrote (or the reset
                 // image built in `new`) whose XSTATE_BV fits XCR0.
                 unsafe { xrstor(guest) };
+                if guest_xcr0 != both {
+                    // SAFETY: a valid value is the caller's promise.
+                    unsafe { xsetbv0(guest_xcr0) };
+                }
             }
             // SAFETY: both areas are 512 bytes or more and 16-byte aligned.
             Method::Fxsave => unsafe {
@@ -163,14 +174,21 @@ impl<'p, P: Platform + ?Sized> ExtendedState<'p, P> {
         let guest = self.guest.as_ptr().as_ptr();
         match self.method {
             Method::Xsave { host_xcr0, .. } => {
+                // As in `to_guest`: the switch runs with XCR0 = the union, so the guest's SSE
+                // registers are saved even when its XCR0 leaves them out.
+                let both = guest_xcr0 | host_xcr0;
+                if guest_xcr0 != both {
+                    // SAFETY: the union of two valid values is valid.
+                    unsafe { xsetbv0(both) };
+                }
                 // SAFETY: as in `to_guest`.
                 unsafe { xsave(guest) };
-                if guest_xcr0 != host_xcr0 {
+                // SAFETY: the host area was written by `to_guest` under the same XCR0.
+                unsafe { xrstor(host) };
+                if both != host_xcr0 {
                     // SAFETY: the host's XCR0 is valid by definition.
                     unsafe { xsetbv0(host_xcr0) };
                 }
-                // SAFETY: the host area was written by `to_guest`.
-                unsafe { xrstor(host) };
             }
             // SAFETY: both areas are 512 bytes or more and 16-byte aligned.
             Method::Fxsave => unsafe {
