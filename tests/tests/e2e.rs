@@ -186,6 +186,12 @@ guest_runs! {
     guest_extint_vmx_bochs: "extint" on Vmx / BOCHS_SKYLAKE;
     guest_extint_svm_qemu: "extint" on Svm / QEMU;
     guest_extint_svm_bochs: "extint" on Svm / BOCHS_TRINITY;
+    guest_fpu_vmx_bochs: "fpu" on Vmx / BOCHS_SKYLAKE;
+    guest_fpu_svm_qemu: "fpu" on Svm / QEMU;
+    guest_fpu_svm_bochs: "fpu" on Svm / BOCHS_TRINITY;
+    guest_fpu_legacy_vmx_bochs: "fpu-legacy" on Vmx / BOCHS_SKYLAKE;
+    guest_fpu_legacy_svm_qemu: "fpu-legacy" on Svm / QEMU;
+    guest_fpu_legacy_svm_bochs: "fpu-legacy" on Svm / BOCHS_TRINITY;
     demo_svm_qemu: "demo" on Svm / QEMU;
     demo_vmx_bochs: "demo" on Vmx / BOCHS_SKYLAKE;
 }

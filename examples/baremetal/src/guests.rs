@@ -43,6 +43,7 @@ core::arch::global_asm!(
         include_str!("../../guests/hostile.S"),
         include_str!("../../guests/loop.S"),
         include_str!("../../guests/exitcost.S"),
+        include_str!("../../guests/fpu.S"),
     ),
     options(att_syntax)
 );
@@ -1152,6 +1153,90 @@ pub fn external_interrupt(platform: &BumpPlatform) -> Outcome {
             "each interrupt reached the host: acknowledged vectors {vectors:x?}, taken by the \
              host's IDT {ticks}"
         ),
+    );
+    run.finish()
+}
+
+/// The host's XMM0 pattern in the fpu case.
+const HOST_XMM0: [u64; 2] = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888];
+
+/// fpu: the guest's SSE registers and XCR0 against the host's. The host turns on its own
+/// CR4.OSFXSR/OSXSAVE with XCR0 = x87|SSE (so the vCPU switches state with XSAVE), puts a
+/// pattern in its XMM0, and after the guest has set its own XCR0 and XMM0-XMM2 and made 50
+/// CPUID exits, its XMM0 and XCR0 must be unchanged, and the guest's too (the guest checks).
+///
+/// `legacy`: the guest uses SSE without XSAVE (XCR0 stays 1). `xsetbv_exit`: the CPU reports the
+/// guest's XSETBV (QEMU 7.2 TCG does not, so there the guest's XCR0 check is skipped).
+pub fn fpu(platform: &BumpPlatform, legacy: bool, xsetbv_exit: bool) -> Outcome {
+    // SAFETY: CR4.OSFXSR and CR4.OSXSAVE only enable instructions (the CPUs here have XSAVE:
+    // CPUID.1:ECX[26] is checked by the XSETBV's #UD otherwise), and XCR0 = 3 is always valid;
+    // this kernel is built soft-float, so no compiled code depends on the SSE state.
+    unsafe {
+        core::arch::asm!(
+            "mov rax, cr4",
+            "or rax, {bits}",
+            "mov cr4, rax",
+            "xor ecx, ecx",
+            "xor edx, edx",
+            "mov eax, 3",
+            "xsetbv",
+            bits = const (1u64 << 18) | (1 << 9),
+            out("rax") _, out("rcx") _, out("rdx") _,
+            options(nostack),
+        );
+    }
+    let name = if legacy { "fpu-legacy" } else { "fpu" };
+    let Some(mut run) = protected(platform, name, image!(guest_fpu_start, guest_fpu_end)) else {
+        return failed(name);
+    };
+    run.vcpu.regs().rbx = u64::from(legacy) | (u64::from(!xsetbv_exit) << 1);
+    if !xsetbv_exit && !legacy {
+        println!(
+            "fpu: SKIP the guest's XCR0 check: this CPU does not report the guest's XSETBV as \
+             an exit (capability given by the runner: no-xsetbv-intercept), so no hypervisor \
+             can keep the guest's XCR0"
+        );
+    }
+    // SAFETY: loads 16 bytes from a constant into XMM0, which no compiled code of this
+    // soft-float kernel uses; the read-back below is the only other user.
+    unsafe {
+        core::arch::asm!(
+            "movdqu xmm0, [{p}]",
+            p = in(reg) HOST_XMM0.as_ptr(),
+            options(nostack, readonly),
+        );
+    }
+    let ended = run.drive(200, |_, _| Ok(Flow::Default));
+    let mut host = [0u64; 2];
+    let xcr0_lo: u32;
+    // SAFETY: stores XMM0 into a local array and reads XCR0 (XGETBV with ECX = 0, CR4.OSXSAVE
+    // is set above).
+    unsafe {
+        core::arch::asm!(
+            "movdqu [{p}], xmm0",
+            "xor ecx, ecx",
+            "xgetbv",
+            p = in(reg) host.as_mut_ptr(),
+            out("eax") xcr0_lo, out("ecx") _, out("edx") _,
+            options(nostack),
+        );
+    }
+    run.verdict(ended);
+    run.check(
+        host == HOST_XMM0,
+        format_args!("the host's XMM0 survived the guest's: {host:x?}"),
+    );
+    run.check(
+        xcr0_lo == 3,
+        format_args!("the host's XCR0 is its own: {xcr0_lo:#x}"),
+    );
+    let n = run.counts.get("cpuid");
+    run.check(n == 50, format_args!("50 CPUID exits in between, saw {n}"));
+    let n = run.counts.get("xsetbv");
+    let expected = u64::from(!legacy && xsetbv_exit);
+    run.check(
+        n == expected,
+        format_args!("{expected} XSETBV exits, saw {n}"),
     );
     run.finish()
 }

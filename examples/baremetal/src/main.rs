@@ -124,6 +124,10 @@ fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Opti
         "entryfail" => guests::entry_failure(platform),
         "bluepill" => guests::bluepill(platform),
         "extint" => guests::external_interrupt(platform),
+        "fpu" | "fpu-legacy" => {
+            let xsetbv_exit = !caps.split(',').any(|c| c == "no-xsetbv-intercept");
+            guests::fpu(platform, case == "fpu-legacy", xsetbv_exit)
+        }
         "demo" => return Some(demo(platform)),
         _ => return None,
     };
