@@ -41,7 +41,7 @@ const RUSTFLAGS: &str = "-Crelocation-model=static -Ccode-model=kernel -Crelro-l
 /// Markers the init prints, in order, on a passing run.
 const MARKERS: &[&str] = &[
     "HVKIT-INIT start",
-    "hvkit: loaded,",
+    "hypervisor memory denied to the guest, guest cannot enable VMX/SVM",
     "HVKIT-LOADED",
     "HVKIT-STRESS ok",
     "hvkit: unloaded, 0 pool frames still out",
@@ -66,6 +66,7 @@ const BAD: &[&str] = &[
     "HVKIT-FAIL",
     "not virtualized",
     "READABLE",
+    "CAN ENABLE",
     "general protection fault",
 ];
 
@@ -170,7 +171,10 @@ fn build_module(version: &str) -> Result<PathBuf> {
     for s in EXPORTS {
         ld.args(["-u", s]);
     }
-    ld.arg("--whole-archive").arg(&archive).arg("-o").arg(&linked);
+    ld.arg("--whole-archive")
+        .arg(&archive)
+        .arg("-o")
+        .arg(&linked);
     run_quiet("ld -r --gc-sections", &mut ld)?;
     let mut objcopy = Command::new("objcopy");
     for s in EXPORTS {
@@ -516,8 +520,8 @@ pub(crate) fn run(filter: Option<&str>) -> Result {
         };
         let secs = took.as_secs_f64();
         let verdict = result.and_then(|(serial, ended)| {
-            let text = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default())
-                .replace('\r', "");
+            let text =
+                String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).replace('\r', "");
             let judged = judge(&text, run.cpus);
             match (judged, ended) {
                 (Ok(exits), true) => Ok((exits, per_cpu(&text), serial)),

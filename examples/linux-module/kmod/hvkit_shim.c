@@ -152,6 +152,18 @@ static bool probe_denied(void)
 	return value == 0x5a5a5a5a;
 }
 
+/* The guest must not be able to turn on VMX or SVM itself: the host answers with #GP. */
+static bool nested_refused(void)
+{
+	u64 value;
+
+	if (intel)
+		return rdmsrl_safe(MSR_IA32_VMX_BASIC, &value) != 0;
+	if (rdmsrl_safe(MSR_EFER, &value))
+		return false;
+	return wrmsrl_safe(MSR_EFER, value | EFER_SVME) != 0;
+}
+
 static int exits_show(struct seq_file *m, void *v)
 {
 	unsigned int cpu;
@@ -215,8 +227,9 @@ static int __init hvkit_init(void)
 	cpus_read_unlock();
 	dir = debugfs_create_dir("hvkit", NULL);
 	debugfs_create_file("exits", 0444, dir, NULL, &exits_fops);
-	pr_info("hvkit: loaded, %u CPUs virtualized (%s), hypervisor memory %s\n", ok,
-		intel ? "VMX" : "SVM", probe_denied() ? "denied to the guest" : "READABLE");
+	pr_info("hvkit: loaded, %u CPUs virtualized (%s), hypervisor memory %s, guest %s\n", ok,
+		intel ? "VMX" : "SVM", probe_denied() ? "denied to the guest" : "READABLE",
+		nested_refused() ? "cannot enable VMX/SVM" : "CAN ENABLE VMX/SVM");
 	return 0;
 }
 

@@ -8,12 +8,15 @@ use core::sync::atomic::Ordering;
 use crate::platform::PLATFORM;
 use crate::{MAX_CPUS, hv};
 
-
-
 /// Takes the frame pool (`frames` frames at physical `pool_phys`, 2 MiB aligned) and the direct
 /// map's base. Returns 0.
 #[unsafe(no_mangle)]
-pub extern "C" fn hvkit_rust_init(pool_phys: u64, frames: usize, page_offset: u64, cpus: u32) -> i64 {
+pub extern "C" fn hvkit_rust_init(
+    pool_phys: u64,
+    frames: usize,
+    page_offset: u64,
+    cpus: u32,
+) -> i64 {
     PLATFORM.init(pool_phys, frames, page_offset, cpus as usize);
     for s in &hv::STATS {
         s.exits.store(0, Ordering::Relaxed);
