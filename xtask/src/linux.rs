@@ -138,6 +138,45 @@ fn kernel_version() -> Result<String> {
         .ok_or_else(|| "no /boot/vmlinuz-* with matching /usr/src/linux-headers-*".to_owned())
 }
 
+/// Formatting and clippy of `examples/linux-module` (its own workspace, built only with nightly's
+/// `-Zbuild-std`, so outside the main workspace's checks).
+fn lint() -> Result {
+    let example = root().join("examples/linux-module");
+    announce(
+        "formatting and lints of examples/linux-module (cargo fmt --check, clippy -D warnings)",
+    );
+    run_quiet(
+        "cargo fmt --check (examples/linux-module)",
+        Command::new("cargo")
+            .args(["+nightly", "fmt", "--check"])
+            .current_dir(&example)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )?;
+    run_quiet(
+        "cargo clippy (examples/linux-module)",
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "clippy",
+                "--release",
+                "--target",
+                "x86_64-unknown-none",
+                "-Zbuild-std=core,compiler_builtins",
+                "-Zbuild-std-features=compiler-builtins-mem",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .current_dir(&example)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO")
+            .env("RUSTFLAGS", RUSTFLAGS),
+    )?;
+    println!("--> ok: examples/linux-module is formatted and lint-free");
+    Ok(())
+}
+
 /// Builds `hvkit.ko` for kernel `version`; returns its path.
 fn build_module(version: &str) -> Result<PathBuf> {
     let example = root().join("examples/linux-module");
@@ -478,8 +517,9 @@ pub(crate) fn run(filter: Option<&str>) -> Result {
     let start = Instant::now();
     ensure_packages()?;
     crate::e2e::ensure_debian_packages()?;
-    ensure_rustup(Some("nightly"), &["rust-src"], &[])?;
+    ensure_rustup(Some("nightly"), &["rust-src", "rustfmt", "clippy"], &[])?;
     let version = kernel_version()?;
+    lint()?;
     let module = build_module(&version)?;
     let initrd = build_initramfs(&module)?;
     let kernel = PathBuf::from(format!("/boot/vmlinuz-{version}"));
