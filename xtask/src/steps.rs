@@ -150,6 +150,7 @@ pub(crate) fn test() -> Result {
     crate::nightly::test_stage()?;
 
     crate::e2e::run(None)?;
+    crate::linux::run(None)?;
 
     println!(
         "\nxtask test: all steps passed in {:.0}s",
