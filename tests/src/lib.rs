@@ -47,6 +47,9 @@ pub enum Vendor {
     Vmx,
     /// AMD-V.
     Svm,
+    /// No hypervisor: the guest kernel boots directly on the emulator (the `mbkernel` case's
+    /// reference run, [`Emulator::QEMU_I386`]).
+    Native,
 }
 
 impl fmt::Display for Vendor {
@@ -54,6 +57,7 @@ impl fmt::Display for Vendor {
         f.write_str(match self {
             Self::Vmx => "vmx",
             Self::Svm => "svm",
+            Self::Native => "native",
         })
     }
 }
@@ -76,6 +80,9 @@ pub enum Emulator {
         /// The name in the summary line: `qemu` for `-cpu max`, else `qemu-<variant>`.
         label: &'static str,
     },
+    /// `qemu-system-i386` booting the guest kernel itself with `-kernel` (multiboot1), with no
+    /// hypervisor: the reference run of the `mbkernel` case.
+    QemuI386,
 }
 
 impl Emulator {
@@ -100,6 +107,8 @@ impl Emulator {
         cpu_model: "core2_penryn_t9600",
         label: "bochs-penryn",
     };
+    /// `qemu-system-i386 -kernel` with the guest kernel and no hypervisor.
+    pub const QEMU_I386: Self = Self::QemuI386;
     /// Bochs as an AMD Trinity APU: SVM with NPT and NRIP save.
     pub const BOCHS_TRINITY: Self = Self::Bochs {
         cpu_model: "trinity_apu",
@@ -121,7 +130,7 @@ impl Emulator {
                 ..
             } => "no-shutdown-exit",
             Self::Qemu { .. } => "no-xsetbv-intercept",
-            Self::Bochs { .. } => "",
+            Self::Bochs { .. } | Self::QemuI386 => "",
         }
     }
 }
@@ -131,6 +140,7 @@ impl fmt::Display for Emulator {
         f.write_str(match self {
             Self::Bochs { label, .. } => label,
             Self::Qemu { label, .. } => label,
+            Self::QemuI386 => "qemu-i386",
         })
     }
 }
@@ -350,6 +360,134 @@ pub fn parse_serial(text: &str) -> Verdict {
     verdict
 }
 
+/// The case that hands the guest kernel `examples/guests/mbkernel` (an ordinary multiboot v1
+/// ELF32 kernel) and its module to the bare-metal hypervisor as boot modules: hvkit loads it
+/// into a guest as a multiboot boot loader would. With [`Vendor::Native`] the same ELF file
+/// boots directly under `qemu-system-i386 -kernel`.
+pub const MBKERNEL_CASE: &str = "mbkernel";
+
+/// The checks the guest kernel makes: its own `RESULT PASS checks=N` line must say this many,
+/// with one `ok mbkernel <what>: …` line each.
+pub const MBKERNEL_CHECKS: usize = 12;
+
+/// The word the guest kernel looks for on its command line.
+pub const MBKERNEL_WORD: &str = "hvkit-mbkernel-test";
+
+/// `mem_lower`/`mem_upper` (KiB) the guest kernel must find in its info block: hvkit-baremetal
+/// gives it 4 MiB of RAM (`examples/baremetal/src/mbkernel.rs`), so 640 and 3072; QEMU 7.2's
+/// own multiboot loader with `-m 64` reports 639 and 64384 (measured).
+#[must_use]
+pub fn mbkernel_memory(emulator: &Emulator) -> (u32, u32) {
+    match emulator {
+        Emulator::QemuI386 => (639, 64_384),
+        _ => (640, 3072),
+    }
+}
+
+/// The guest kernel's command line after its file name (what `-append` gives, or the rest of
+/// its module string).
+#[must_use]
+pub fn mbkernel_args(emulator: &Emulator) -> String {
+    let (lower, upper) = mbkernel_memory(emulator);
+    format!("{MBKERNEL_WORD} mem_lower={lower} mem_upper={upper}")
+}
+
+/// Checks the guest kernel's own report in a serial log: a `RESULT PASS checks=N` line with
+/// N = [`MBKERNEL_CHECKS`], and as many `ok mbkernel ` lines.
+///
+/// # Errors
+/// What is missing or wrong.
+pub fn mbkernel_report(text: &str) -> Result<(), String> {
+    let oks = text
+        .lines()
+        .filter(|l| l.trim().starts_with("ok mbkernel "))
+        .count();
+    let result = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("RESULT ") && l.contains(" checks="));
+    let expected = format!("RESULT PASS checks={MBKERNEL_CHECKS}");
+    match result {
+        None => Err("the guest kernel printed no RESULT line of its own".to_owned()),
+        Some(line) if line != expected => Err(format!(
+            "the guest kernel reported {line:?}, expected {expected:?}"
+        )),
+        Some(_) if oks != MBKERNEL_CHECKS => Err(format!(
+            "the guest kernel printed {oks} `ok mbkernel` lines, expected {MBKERNEL_CHECKS}"
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// The guest kernel `examples/guests/mbkernel` built, and the module it expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MbKernel {
+    /// The ELF32 kernel.
+    pub elf: PathBuf,
+    /// Its first module (`module.txt`).
+    pub module: PathBuf,
+}
+
+/// The guest kernel, assembled and linked once per process (`as --32`, `ld -m elf_i386`) into
+/// `target/e2e/mbkernel-build/`.
+///
+/// # Errors
+/// The assembler's or linker's output when it fails.
+pub fn mbkernel() -> Result<MbKernel, String> {
+    static MBKERNEL: OnceLock<Result<MbKernel, String>> = OnceLock::new();
+    MBKERNEL.get_or_init(build_mbkernel).clone()
+}
+
+fn build_mbkernel() -> Result<MbKernel, String> {
+    let src = workspace_root().join("examples/guests/mbkernel");
+    let out = workspace_root().join("target/e2e/mbkernel-build");
+    fs::create_dir_all(&out).map_err(|e| format!("creating {}: {e}", out.display()))?;
+    // Per-process names, renamed into place: another process may build at the same time.
+    let pid = std::process::id();
+    let object = out.join(format!("mbkernel-{pid}.o"));
+    let linked = out.join(format!("mbkernel-{pid}.elf"));
+    let tool = |name: &str, cmd: &mut Command| -> Result<(), String> {
+        let result = cmd
+            .output()
+            .map_err(|e| format!("could not run {name} ({e}); it is in Debian's binutils"))?;
+        if result.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{name} failed ({}) building the guest kernel:\n{}",
+                result.status,
+                String::from_utf8_lossy(&result.stderr)
+            ))
+        }
+    };
+    tool(
+        "as",
+        Command::new("as")
+            .arg("--32")
+            .arg("-I")
+            .arg(&src)
+            .arg("-o")
+            .arg(&object)
+            .arg(src.join("mbkernel.S")),
+    )?;
+    tool(
+        "ld",
+        Command::new("ld")
+            .args(["-m", "elf_i386", "-T"])
+            .arg(src.join("linker.ld"))
+            .arg("-o")
+            .arg(&linked)
+            .arg(&object),
+    )?;
+    let _ = fs::remove_file(&object);
+    let elf = out.join("mbkernel.elf");
+    fs::rename(&linked, &elf).map_err(|e| format!("renaming {}: {e}", linked.display()))?;
+    Ok(MbKernel {
+        elf,
+        module: src.join("module.txt"),
+    })
+}
+
 /// The workspace root.
 #[must_use]
 pub fn workspace_root() -> PathBuf {
@@ -507,7 +645,7 @@ pub fn run(case: &Case) -> Outcome {
     let serial = dir.join("serial.txt");
     let emulator_log = dir.join(match case.emulator {
         Emulator::Bochs { .. } => "bochs.log",
-        Emulator::Qemu { .. } => "qemu.log",
+        Emulator::Qemu { .. } | Emulator::QemuI386 => "qemu.log",
     });
     let mut outcome = Outcome {
         case: case.clone(),
@@ -536,6 +674,7 @@ pub fn run(case: &Case) -> Outcome {
         Emulator::Qemu { cpu, .. } => {
             run_qemu(case, &dir, &kernel, cpu, &emulator_log, &mut stream)
         }
+        Emulator::QemuI386 => run_qemu_i386(case, &dir, &emulator_log, &mut stream),
     });
     let (status, elapsed) = match ran {
         Ok(r) => r,
@@ -561,7 +700,7 @@ pub fn run(case: &Case) -> Outcome {
     outcome.notes = skip_notes(&outcome.serial_text);
     match status {
         None => outcome.fail(format!("timed out after {}s", RUN_TIMEOUT.as_secs_f64())),
-        Some(status) if matches!(case.emulator, Emulator::Qemu { .. }) => {
+        Some(status) if matches!(case.emulator, Emulator::Qemu { .. } | Emulator::QemuI386) => {
             let expected = (QEMU_PASS_VALUE << 1) | 1;
             if status.code() != Some(expected) {
                 outcome.fail(format!(
@@ -582,22 +721,48 @@ pub fn run(case: &Case) -> Outcome {
             .map_or("RESULT FAIL", String::as_str);
         outcome.fail(detail.to_owned());
     }
+    if case.name == MBKERNEL_CASE
+        && let Err(e) = mbkernel_report(&outcome.serial_text)
+    {
+        outcome.fail(e);
+    }
     outcome
 }
 
-/// Makes the run folder afresh and copies the kernel into it.
+/// Makes the run folder afresh and copies the kernel into it (and, for the `mbkernel` case,
+/// the guest kernel and its module, next to it for QEMU and in the ISO's `/boot` for GRUB).
+/// Returns the kernel the emulator boots.
 fn prepare(case: &Case, dir: &Path) -> Result<PathBuf, String> {
-    let kernel = kernel()?;
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))?;
     }
     let boot = dir.join("iso/boot");
     fs::create_dir_all(boot.join("grub"))
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let copy = boot.join("kernel.elf");
-    fs::copy(&kernel, &copy).map_err(|e| format!("copying {}: {e}", kernel.display()))?;
+    let copy = |from: &Path, to: PathBuf| -> Result<PathBuf, String> {
+        fs::copy(from, &to).map_err(|e| format!("copying {}: {e}", from.display()))?;
+        Ok(to)
+    };
+    let mut modules = String::new();
+    if case.name == MBKERNEL_CASE {
+        let mb = mbkernel()?;
+        for (from, name) in [(&mb.elf, "mbkernel.elf"), (&mb.module, "module.txt")] {
+            copy(from, dir.join(name))?;
+            copy(from, boot.join(name))?;
+        }
+        if case.vendor == Vendor::Native {
+            return Ok(dir.join("mbkernel.elf"));
+        }
+        // GRUB's module string is what follows the file name: the same words QEMU passes.
+        modules = format!(
+            "  module2 /boot/mbkernel.elf mbkernel.elf {}\n  module2 /boot/module.txt module.txt\n",
+            mbkernel_args(&case.emulator)
+        );
+    }
+    let kernel = kernel()?;
+    let copy = copy(&kernel, boot.join("kernel.elf"))?;
     let grub_cfg = format!(
-        "set timeout=0\nset default=0\nmenuentry \"hvkit\" {{\n  multiboot2 /boot/kernel.elf {}\n  boot\n}}\n",
+        "set timeout=0\nset default=0\nmenuentry \"hvkit\" {{\n  multiboot2 /boot/kernel.elf {}\n{modules}  boot\n}}\n",
         case.command_line()
     );
     fs::write(boot.join("grub/grub.cfg"), grub_cfg).map_err(|e| format!("grub.cfg: {e}"))?;
@@ -696,6 +861,7 @@ fn run_qemu(
             .arg("-kernel")
             .arg(kernel)
             .args(["-append", &case.command_line()])
+            .args(qemu_modules(case))
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
@@ -704,6 +870,55 @@ fn run_qemu(
         stream,
     )
     .map_err(|e| format!("could not run qemu-system-x86_64 ({e}); `cargo xtask e2e` installs it"))
+}
+
+/// QEMU's multiboot1 modules for the `mbkernel` case: `-initrd "mbkernel.elf <args>,module.txt"`
+/// (each entry's first word is the file, the whole entry its string).
+fn qemu_modules(case: &Case) -> Vec<String> {
+    if case.name == MBKERNEL_CASE {
+        let args = mbkernel_args(&case.emulator).replace(',', ",,");
+        vec!["-initrd".into(), format!("mbkernel.elf {args},module.txt")]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The guest kernel booted directly by `qemu-system-i386 -kernel` (no hypervisor), with its
+/// module as `-initrd`.
+fn run_qemu_i386(
+    case: &Case,
+    dir: &Path,
+    log: &Path,
+    stream: &mut Stream,
+) -> Result<(Option<ExitStatus>, Duration), String> {
+    let out = log_file(log).map_err(|e| e.to_string())?;
+    let err = Stdio::from(
+        fs::File::options()
+            .append(true)
+            .open(log)
+            .map_err(|e| e.to_string())?,
+    );
+    run_with_timeout(
+        Command::new("qemu-system-i386")
+            .args(["-accel", "tcg", "-m", "64"])
+            .args([
+                "-display",
+                "none",
+                "-no-reboot",
+                "-serial",
+                "file:serial.txt",
+            ])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .args(["-kernel", "mbkernel.elf", "-initrd", "module.txt"])
+            .args(["-append", &mbkernel_args(&case.emulator)])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err),
+        RUN_TIMEOUT,
+        stream,
+    )
+    .map_err(|e| format!("could not run qemu-system-i386 ({e}); `cargo xtask e2e` installs it"))
 }
 
 #[cfg(test)]
@@ -806,5 +1021,36 @@ mod tests {
         assert_eq!(case.command_line(), "case=cpuid");
         case.args = "count=5";
         assert_eq!(case.command_line(), "case=cpuid count=5");
+    }
+
+    #[test]
+    fn mbkernel_report_needs_the_guests_own_lines() {
+        let oks: String = (0..MBKERNEL_CHECKS)
+            .map(|i| format!("ok mbkernel check{i}: fine\n"))
+            .collect();
+        let good = format!("{oks}RESULT PASS checks={MBKERNEL_CHECKS}\nRESULT PASS exits=3\n");
+        assert_eq!(mbkernel_report(&good), Ok(()));
+        // The host's RESULT line alone is not the guest's.
+        assert!(mbkernel_report("RESULT PASS exits=3\n").is_err());
+        let short = format!("ok mbkernel a: x\nRESULT PASS checks={MBKERNEL_CHECKS}\n");
+        assert!(mbkernel_report(&short).is_err());
+        let failed = format!("{oks}RESULT FAIL checks=11 failed=1\n");
+        assert!(mbkernel_report(&failed).is_err());
+    }
+
+    #[test]
+    fn mbkernel_modules_and_memory() {
+        let case = Case::new(MBKERNEL_CASE, Vendor::Svm, Emulator::QEMU);
+        assert_eq!(
+            qemu_modules(&case),
+            [
+                "-initrd",
+                "mbkernel.elf hvkit-mbkernel-test mem_lower=640 mem_upper=3072,module.txt"
+            ]
+        );
+        assert!(qemu_modules(&Case::new("cpuid", Vendor::Svm, Emulator::QEMU)).is_empty());
+        assert_eq!(mbkernel_memory(&Emulator::QEMU_I386), (639, 64_384));
+        assert_eq!(Emulator::QEMU_I386.to_string(), "qemu-i386");
+        assert_eq!(Vendor::Native.to_string(), "native");
     }
 }

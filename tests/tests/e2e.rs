@@ -126,6 +126,18 @@ fn failures_are_reported_qemu() {
     );
 }
 
+/// The guest kernel `examples/guests/mbkernel` booted with no hypervisor by
+/// `qemu-system-i386 -kernel mbkernel.elf -append … -initrd module.txt`: the same ELF file that
+/// the `mbkernel` runs hand to hvkit passes its own checks under a real multiboot loader.
+#[test]
+fn mbkernel_native_qemu_i386() {
+    finish(&hvkit_e2e::run(&Case::new(
+        hvkit_e2e::MBKERNEL_CASE,
+        Vendor::Native,
+        Emulator::QEMU_I386,
+    )));
+}
+
 /// One test per guest of `examples/guests` and emulator: the kernel runs the guest through
 /// `hvkit_vcpu::Vcpu`; the guest checks itself and reports PASS/FAIL, the host checks the exits
 /// it saw and prints a summary (exits by kind, total, guest result).
@@ -141,6 +153,9 @@ macro_rules! guest_runs {
 // The million-exit loop takes about 15 s under QEMU; under Bochs a million takes about a minute,
 // so the Bochs runs do 200 000 (the case name says so).
 guest_runs! {
+    guest_mbkernel_vmx_bochs: "mbkernel" on Vmx / BOCHS_SKYLAKE;
+    guest_mbkernel_svm_qemu: "mbkernel" on Svm / QEMU;
+    guest_mbkernel_svm_bochs: "mbkernel" on Svm / BOCHS_TRINITY;
     guest_hostile_loop_svm_qemu: "hostile-loop-1m" on Svm / QEMU;
     guest_hostile_loop_vmx_bochs: "hostile-loop-200k" on Vmx / BOCHS_SKYLAKE;
     guest_hostile_loop_svm_bochs: "hostile-loop-200k" on Svm / BOCHS_TRINITY;
