@@ -72,6 +72,15 @@ impl Iopm {
         Self(bytes)
     }
 
+    /// Sets or clears the bits of ports 0–FFFFh in place (a map in memory the caller already
+    /// owns, such as a zeroed frame, needs no 12 KiB temporary); the wrap-around bits beyond
+    /// FFFFh end up set either way, as in [`Iopm::intercept_none`].
+    pub fn set_all(&mut self, intercept: bool) {
+        let (ports, beyond) = self.0.split_at_mut(0x2000);
+        ports.fill(if intercept { 0xFF } else { 0 });
+        beyond.fill(0xFF);
+    }
+
     /// The bit position (byte index, bit in byte) of `port`.
     #[must_use]
     pub const fn bit_position(port: u16) -> (usize, u8) {
@@ -201,5 +210,20 @@ mod tests {
         assert_eq!(iopm.access_intercepted(0, 3), Err(IopmError::BadSize(3)));
         let all = Iopm::intercept_all();
         assert!(all.is_intercepted(0x1234));
+    }
+
+    #[test]
+    fn set_all_in_place_keeps_the_wrap_bits() {
+        let mut iopm = Iopm::intercept_all();
+        iopm.set_all(false);
+        assert_eq!(iopm.as_bytes(), Iopm::intercept_none().as_bytes());
+        iopm.set_all(true);
+        assert_eq!(iopm.as_bytes(), Iopm::intercept_all().as_bytes());
+        // A zeroed frame (what a platform hands out) gets its wrap bits.
+        let mut zeroed = Iopm::intercept_all();
+        zeroed.0.fill(0);
+        zeroed.set_all(false);
+        assert_eq!(zeroed.access_intercepted(0xFFFF, 2), Ok(true));
+        assert_eq!(zeroed.access_intercepted(0xFFFE, 2), Ok(false));
     }
 }

@@ -52,7 +52,20 @@ pub enum MsrIntercept {
 }
 
 impl MsrIntercept {
-    const fn bits(self) -> (bool, bool) {
+    /// The intercept with the read and write bits given.
+    #[must_use]
+    pub const fn from_bits(read: bool, write: bool) -> Self {
+        match (read, write) {
+            (false, false) => Self::None,
+            (true, false) => Self::Read,
+            (false, true) => Self::Write,
+            (true, true) => Self::ReadWrite,
+        }
+    }
+
+    /// The read and write bits.
+    #[must_use]
+    pub const fn bits(self) -> (bool, bool) {
         match self {
             Self::None => (false, false),
             Self::Read => (true, false),
@@ -102,6 +115,11 @@ impl Msrpm {
     #[must_use]
     pub const fn intercept_none() -> Self {
         Self([0; MSRPM_SIZE])
+    }
+
+    /// Sets or clears every bit in place (no 8 KiB temporary).
+    pub fn set_all(&mut self, intercept: bool) {
+        self.0.fill(if intercept { 0xFF } else { 0 });
     }
 
     /// Where the bits of `msr` live.
@@ -281,5 +299,12 @@ mod tests {
         all.set(0x10, MsrIntercept::None).unwrap();
         assert!(!all.is_intercepted(0x10, true));
         assert!(all.is_intercepted(0x11, false));
+        all.set_all(false);
+        assert_eq!(all.as_bytes(), Msrpm::intercept_none().as_bytes());
+        all.set_all(true);
+        assert_eq!(all.as_bytes(), Msrpm::intercept_all().as_bytes());
+        for (r, w) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(MsrIntercept::from_bits(r, w).bits(), (r, w));
+        }
     }
 }

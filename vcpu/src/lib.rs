@@ -24,7 +24,7 @@
 //! | [`cpuid`] | [`CpuidPolicy`]: hypervisor bit, VMX/SVM hidden, the hvkit leaves |
 //! | [`hypercall`] | the VMCALL/VMMCALL ABI and the guest side ([`hypercall::guest`]) |
 //! | [`memory`] | [`memory::MemoryMap`] (RAM, MMIO, reserved) and [`memory::NestedPaging`] (EPT/NPT) |
-//! | [`bitmap`] | I/O and MSR intercept bitmaps in both vendors' layouts |
+//! | [`bitmap`] | the vendor crates' I/O and MSR intercept bitmaps (`hvkit_vmx::IoBitmaps`/`MsrBitmap`, `hvkit_svm::Iopm`/`Msrpm`) in frames the vCPU owns |
 //! | [`vmx`] | the VT-x backend: [`vmx::VmxCore`] (exit path over any `VmcsRead + VmcsWrite`), VMCS set-up, world switch, hardware vCPU |
 //! | [`svm`] | the AMD-V backend: [`svm::SvmCore`] (exit path over any VMCB), VMCB set-up, run loop |
 //! | `xsave` (x86-64) | guest/host x87/SSE/AVX state and XCR0 kept apart |

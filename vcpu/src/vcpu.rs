@@ -461,33 +461,14 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     /// Intercepts (or passes through) the I/O ports `ports`.
     pub fn intercept_io(&mut self, ports: core::ops::RangeInclusive<u16>, on: bool) {
         for port in ports {
-            dispatch!(self, b => b.io_bitmap.set(usize::from(port), on));
+            dispatch!(self, b => b.intercept_io(port, on));
         }
     }
 
     /// Intercepts (or passes through) reads and/or writes of `msr`. MSRs outside the bitmap
     /// ranges always exit; this returns false for them.
     pub fn intercept_msr(&mut self, msr: u32, read: bool, write: bool) -> bool {
-        match &mut self.backend {
-            Backend::Vmx(b) => {
-                let (Some(r), Some(w)) = (
-                    crate::bitmap::vmx_msr_bit(msr, false),
-                    crate::bitmap::vmx_msr_bit(msr, true),
-                ) else {
-                    return false;
-                };
-                b.msr_bitmap.set(r, read) && b.msr_bitmap.set(w, write)
-            }
-            Backend::Svm(b) => {
-                let (Some(r), Some(w)) = (
-                    crate::bitmap::svm_msr_bit(msr, false),
-                    crate::bitmap::svm_msr_bit(msr, true),
-                ) else {
-                    return false;
-                };
-                b.msr_bitmap.set(r, read) && b.msr_bitmap.set(w, write)
-            }
-        }
+        dispatch!(self, b => b.intercept_msr(msr, read, write))
     }
 
     /// Sets the exception bitmap (bit n: vector n exits).

@@ -12,6 +12,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | definitions (no `unsafe`) | [`fields`] (every VMCS field, typed by area and width), [`controls`], [`exit`], [`error`], [`msr`] |
+//! | intercept bitmaps (no `unsafe`) | [`io_bitmap::IoBitmaps`] (I/O bitmaps A and B), [`msr_bitmap::MsrBitmap`], page-aligned structures the processor reads |
 //! | access traits | [`vmcs::VmcsRead`] / [`vmcs::VmcsWrite`] with [`vmcs::SoftVmcs`] (in memory) and `vmcs::CurrentVmcs` (VMREAD/VMWRITE); [`msr::MsrRead`]; [`enable::VmxCpu`] |
 //! | instructions (the only `unsafe`) | `instructions`: VMXON … VMFUNC as thin `unsafe fn`s returning [`VmFail`] |
 //! | procedures | [`capabilities::VmxCapabilities`] (snapshot and control adjustment), [`enable::enable`] / [`enable::disable`] |
@@ -118,10 +119,14 @@ pub mod error;
 pub mod instructions;
 
 pub use error::{VmFail, VmInstructionError};
+pub use io_bitmap::IoBitmaps;
+pub use msr_bitmap::MsrBitmap;
 pub mod capabilities;
 pub mod controls;
 pub mod enable;
 pub mod exit;
 pub mod fields;
+pub mod io_bitmap;
 pub mod msr;
+pub mod msr_bitmap;
 pub mod vmcs;

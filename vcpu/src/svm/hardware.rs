@@ -20,18 +20,19 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use hvkit_paging::{Flush, GuestPhysAddr, HostPhysAddr, Nested, NptCapabilities};
-use hvkit_svm::Vmcb;
 use hvkit_svm::asid::AsidAllocator;
 use hvkit_svm::enable::{SvmMsrs, disable_svm, enable_svm, host_capabilities};
 use hvkit_svm::features::SvmFeatureFlags;
 use hvkit_svm::instructions::{HardwareCpuid, HardwareSvmMsrs, clgi, stgi};
+use hvkit_svm::msrpm::MsrIntercept;
 use hvkit_svm::vmcb::TlbControl;
+use hvkit_svm::{Iopm, Msrpm, Vmcb};
 use raw_cpuid::native_cpuid::cpuid_count;
 use x86_64::PhysAddr;
 
 use super::core::{CodeMemory, Entry, SvmCore};
 use super::guest_memory::PlatformMemory;
-use super::setup::{VmcbLayout, init_iopm, init_msrpm, write_vmcb};
+use super::setup::{VmcbLayout, init_msrpm, write_vmcb};
 use super::switch::{self, SwitchArea};
 use crate::bitmap::Bitmap;
 use crate::error::{Unsupported, VcpuError};
@@ -79,9 +80,9 @@ impl DerefMut for VmcbFrame {
 pub struct SvmVcpu<'p, P: Platform + ?Sized> {
     pub(crate) core: SvmCore<VmcbFrame, PlatformMemory<'p, P>>,
     /// The I/O permission map (3 frames, APM 15.10.1).
-    pub(crate) io_bitmap: Bitmap<'p, P>,
+    io_bitmap: Bitmap<'p, P, Iopm>,
     /// The MSR permission map (2 frames, APM 15.11).
-    pub(crate) msr_bitmap: Bitmap<'p, P>,
+    msr_bitmap: Bitmap<'p, P, Msrpm>,
     nested: Option<NestedPaging<'p, P>>,
     xstate: ExtendedState<'p, P>,
     enabled: bool,
@@ -107,10 +108,9 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
     ) -> Result<Self, VcpuError> {
         let frames = OwnedFrames::allocate(platform, 3)?;
         let phys = |offset: u64| frames.phys().as_u64() + offset;
-        let mut io_bitmap = Bitmap::new(platform, 3)?;
-        let mut msr_bitmap = Bitmap::new(platform, 2)?;
-        init_iopm(&mut io_bitmap);
-        init_msrpm(&mut msr_bitmap);
+        let io_bitmap = Bitmap::new(platform)?;
+        let mut msr_bitmap = Bitmap::new(platform)?;
+        init_msrpm(msr_bitmap.get_mut());
         let method = Method::detect();
         let xstate = ExtendedState::new(platform, method)?;
         let caps = host_capabilities(&HardwareCpuid)?;
@@ -291,6 +291,20 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
         let flush = nested.unmap(gpa, len)?;
         self.flush(flush);
         Ok(())
+    }
+
+    /// Makes accesses to `port` exit (or pass through).
+    pub(crate) fn intercept_io(&mut self, port: u16, on: bool) {
+        self.io_bitmap.get_mut().set(port, on);
+    }
+
+    /// Makes RDMSR and/or WRMSR of `msr` exit (or pass through); false (nothing changed) for an
+    /// MSR outside the MSRPM's ranges, which always exits.
+    pub(crate) fn intercept_msr(&mut self, msr: u32, read: bool, write: bool) -> bool {
+        self.msr_bitmap
+            .get_mut()
+            .set(msr, MsrIntercept::from_bits(read, write))
+            .is_ok()
     }
 }
 

@@ -13,14 +13,11 @@
 //! "VM_HSAVE_PA MSR".
 
 use hvkit_svm::intercept::{ExceptionIntercepts, MiscIntercepts1, MiscIntercepts2};
-use hvkit_svm::iopm::Iopm;
-use hvkit_svm::msrpm::Msrpm;
+use hvkit_svm::msrpm::{MsrIntercept, Msrpm};
 use hvkit_svm::segment::{Segment as SvmSegment, SegmentAttributes};
 use hvkit_svm::vmcb::{Intercepts, NestedControl, TlbControl, Vmcb};
 use x86_64::PhysAddr;
 
-use crate::bitmap::Bitmap;
-use crate::platform::Platform;
 use crate::state::{CR0_PE, EFER_SVME, GuestState, Segment};
 
 /// VM_CR (APM 15.30.1 "VM_CR MSR").
@@ -154,46 +151,15 @@ pub fn write_vmcb(vmcb: &mut Vmcb, layout: &VmcbLayout, state: &GuestState) {
     vmcb.mark_all_dirty();
 }
 
-/// The bit of port `port` in the IOPM, as [`Iopm::bit_position`] lays it out (APM 15.10.1).
-#[must_use]
-pub fn iopm_bit(port: u16) -> usize {
-    let (byte, bit) = Iopm::bit_position(port);
-    byte * 8 + usize::from(bit)
-}
-
-/// The read (or write) bit of `msr` in the MSRPM, as [`Msrpm::bit_position`] lays it out (APM
-/// 15.11, Table 15-6); `None` outside the covered ranges (such MSRs always exit).
-#[must_use]
-pub fn msrpm_bit(msr: u32, write: bool) -> Option<usize> {
-    let pos = Msrpm::bit_position(msr).ok()?;
-    Some(pos.byte * 8 + usize::from(pos.bit) + usize::from(write))
-}
-
-/// Sets the IOPM bits past port FFFFh (bits 10000h–10007h, in the map's third page): a 2- or
-/// 4-byte access at the top of the port space reaches them, and they must intercept (APM
-/// 15.10.1, as [`Iopm::intercept_none`] keeps them).
-pub fn init_iopm<P: Platform + ?Sized>(iopm: &mut Bitmap<'_, P>) {
-    for bit in 0x1_0000..0x1_0008 {
-        iopm.set(bit, true);
-    }
-}
-
 /// The MSR intercepts every hvkit SVM guest has: VM_CR and VM_HSAVE_PA read and write (the
 /// host's; a guest VM_HSAVE_PA would point the processor at guest memory), EFER reads and writes
 /// (SVME must stay set in the VMCB, and the guest, which sees no SVM in CPUID, must not see it).
 /// The default answer to the first two is #GP; EFER writes are applied with SVME kept, and
-/// reads return EFER without SVME.
-pub fn init_msrpm<P: Platform + ?Sized>(msrpm: &mut Bitmap<'_, P>) {
-    let rules = [
-        (MSR_VM_CR, true, true),
-        (MSR_VM_HSAVE_PA, true, true),
-        (super::core::MSR_EFER, true, true),
-    ];
-    for (msr, read, write) in rules {
-        for (is_write, on) in [(false, read), (true, write)] {
-            if let Some(bit) = msrpm_bit(msr, is_write) {
-                msrpm.set(bit, on);
-            }
-        }
+/// reads return EFER without SVME. The I/O permission map needs nothing beyond
+/// [`hvkit_svm::Iopm::set_all`]`(false)`, which keeps the bits past port FFFFh set (APM 15.10.1).
+pub fn init_msrpm(msrpm: &mut Msrpm) {
+    for msr in [MSR_VM_CR, MSR_VM_HSAVE_PA, super::core::MSR_EFER] {
+        // All three lie in the MSRPM's ranges (Table 15-6): never out of range.
+        let _ = msrpm.set(msr, MsrIntercept::ReadWrite);
     }
 }

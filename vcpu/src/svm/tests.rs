@@ -18,7 +18,7 @@ use raw_cpuid::CpuIdResult;
 use x86_64::structures::paging::PageTableFlags;
 
 use super::*;
-use crate::bitmap::{Bitmap, svm_msr_bit};
+use crate::bitmap::Bitmap;
 use crate::error::{Unsupported, VcpuError};
 use crate::event::Event;
 use crate::exit::{CrAccessKind, EntryFailure, ExitKind, IoDirection};
@@ -582,28 +582,24 @@ fn cr_masks_intercept_writes_and_the_default_applies_them() {
 }
 
 #[test]
-fn permission_map_positions_match_hvkit_svm() {
-    for (msr, write) in [
-        (0x10, false),
-        (0xc000_0080, true),
-        (0xc001_0117, false),
-        (0xc001_1fff, true),
-    ] {
-        assert_eq!(setup::msrpm_bit(msr, write), svm_msr_bit(msr, write));
-    }
-    assert_eq!(setup::msrpm_bit(0x4000_0000, false), None);
-    assert_eq!(setup::iopm_bit(0x3f9), 0x3f9);
+fn permission_maps_in_frames() {
     let p = HostPlatform::new(8);
-    let mut iopm = Bitmap::new(&p, 3).unwrap();
-    let mut msrpm = Bitmap::new(&p, 2).unwrap();
-    setup::init_iopm(&mut iopm);
-    setup::init_msrpm(&mut msrpm);
-    assert!(iopm.get(0x1_0000) && iopm.get(0x1_0007) && !iopm.get(0xffff));
-    let bit = |msr, w| setup::msrpm_bit(msr, w).unwrap();
-    assert!(msrpm.get(bit(setup::MSR_VM_HSAVE_PA, false)));
-    assert!(msrpm.get(bit(setup::MSR_VM_HSAVE_PA, true)));
-    assert!(msrpm.get(bit(0xc000_0080, true)) && msrpm.get(bit(0xc000_0080, false)));
-    assert!(!msrpm.get(bit(0xc000_0081, false)), "STAR passes through");
+    let iopm = Bitmap::<_, hvkit_svm::Iopm>::new(&p).unwrap();
+    let mut msrpm = Bitmap::<_, hvkit_svm::Msrpm>::new(&p).unwrap();
+    setup::init_msrpm(msrpm.get_mut());
+    // A word or dword at FFFFh reaches the bits past the port space: they intercept.
+    assert_eq!(iopm.get().access_intercepted(0xffff, 2), Ok(true));
+    assert!(!iopm.get().is_intercepted(0xffff));
+    let m = msrpm.get();
+    for msr in [setup::MSR_VM_CR, setup::MSR_VM_HSAVE_PA, 0xc000_0080] {
+        assert!(
+            m.is_intercepted(msr, false) && m.is_intercepted(msr, true),
+            "{msr:#x}"
+        );
+    }
+    assert!(!m.is_intercepted(0xc000_0081, false), "STAR passes through");
+    let set: u32 = m.as_bytes().iter().map(|b| b.count_ones()).sum();
+    assert_eq!(set, 6);
 }
 
 /// Guest RAM, nested tables and guest page tables in a host-test platform, for decoding tests:
@@ -627,6 +623,7 @@ impl<'p> Guest<'p> {
             len: (FRAMES * 4096) as u64,
             kind: RegionKind::Ram {
                 host: HostPhysAddr::new_truncate(base),
+                memory_type: hvkit_paging::MemoryType::WRITE_BACK,
             },
         })
         .unwrap();

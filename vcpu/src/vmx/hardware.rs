@@ -19,8 +19,9 @@ use hvkit_vmx::enable::{self, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
 use hvkit_vmx::exit::ExitReason;
 use hvkit_vmx::fields::exit_info;
 use hvkit_vmx::instructions::{self, InveptType};
+use hvkit_vmx::msr_bitmap::MsrIntercept;
 use hvkit_vmx::vmcs::{CurrentVmcs, VmcsRead};
-use hvkit_vmx::{VmFail, VmInstructionError};
+use hvkit_vmx::{IoBitmaps, MsrBitmap, VmFail, VmInstructionError};
 use raw_cpuid::native_cpuid::cpuid_count;
 use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
@@ -28,7 +29,7 @@ use x86_64::structures::paging::PhysFrame;
 use super::core::{CrPolicy, VmxCore};
 use super::setup::{VmcsLayout, VmxOptions, controls_request, write_vmcs};
 use super::switch::{self, Switch, SwitchArea};
-use crate::bitmap::{Bitmap, vmx_msr_bit};
+use crate::bitmap::Bitmap;
 use crate::error::{Unsupported, VcpuError};
 use crate::exit::{EntryFailure, Exit, ExitKind, RawExit};
 use crate::memory::{MemoryMap, NestedPaging};
@@ -46,8 +47,8 @@ pub struct VmxVcpu<'p, P: Platform + ?Sized> {
     pub(crate) core: VmxCore<CurrentVmcs>,
     area: SwitchArea,
     on: Option<VmxOn>,
-    pub(crate) io_bitmap: Bitmap<'p, P>,
-    pub(crate) msr_bitmap: Bitmap<'p, P>,
+    io_bitmap: Bitmap<'p, P, IoBitmaps>,
+    msr_bitmap: Bitmap<'p, P, MsrBitmap>,
     pub(crate) nested: Option<NestedPaging<'p, P>>,
     xstate: ExtendedState<'p, P>,
     invept: bool,
@@ -91,15 +92,12 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         let built = (|| -> Result<_, VcpuError> {
             let vmxon_frame = OwnedFrames::allocate(platform, 1)?;
             let vmcs_frame = OwnedFrames::allocate(platform, 1)?;
-            let io_bitmap = Bitmap::new(platform, 2)?;
-            let mut msr_bitmap = Bitmap::new(platform, 1)?;
+            let io_bitmap = Bitmap::new(platform)?;
+            let mut msr_bitmap = Bitmap::<_, MsrBitmap>::new(platform)?;
             // The VMX capability MSRs do not exist for a guest that sees no VMX.
             for msr in 0x480..=0x493 {
-                for write in [false, true] {
-                    if let Some(bit) = vmx_msr_bit(msr, write) {
-                        msr_bitmap.set(bit, true);
-                    }
-                }
+                // In the low range: never out of range.
+                let _ = msr_bitmap.get_mut().set(msr, MsrIntercept::ReadWrite);
             }
             let xstate = ExtendedState::new(platform, method)?;
             Ok((vmxon_frame, vmcs_frame, io_bitmap, msr_bitmap, xstate))
@@ -286,6 +284,20 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         };
         let flush = nested.unmap(gpa, len)?;
         self.flush(flush)
+    }
+
+    /// Makes accesses to `port` exit (or pass through).
+    pub(crate) fn intercept_io(&mut self, port: u16, on: bool) {
+        self.io_bitmap.get_mut().set(port, on);
+    }
+
+    /// Makes RDMSR and/or WRMSR of `msr` exit (or pass through); false (nothing changed) for an
+    /// MSR outside the bitmap's ranges, which always exits.
+    pub(crate) fn intercept_msr(&mut self, msr: u32, read: bool, write: bool) -> bool {
+        self.msr_bitmap
+            .get_mut()
+            .set(msr, MsrIntercept::from_bits(read, write))
+            .is_ok()
     }
 
     /// The last exit reason (for logs).

@@ -162,7 +162,8 @@ pub struct VmcsLayout {
     pub controls: hvkit_vmx::capabilities::AdjustedControls,
     /// CR0/CR4 ownership.
     pub cr: CrPolicy,
-    /// Physical address of I/O bitmap A (B follows 4 KiB later).
+    /// Physical address of an [`hvkit_vmx::IoBitmaps`] block: bitmap A, with B
+    /// [`IoBitmaps::B_OFFSET`](hvkit_vmx::IoBitmaps::B_OFFSET) bytes later.
     pub io_bitmaps: u64,
     /// Physical address of the MSR bitmap.
     pub msr_bitmap: u64,
@@ -216,7 +217,8 @@ pub fn write_vmcs<V: VmcsWrite>(
     vmcs.write(control::VM_ENTRY_MSR_LOAD_COUNT, 0)?;
     vmcs.write(control::VM_ENTRY_INTERRUPTION_INFO, 0)?;
     vmcs.write(control::IO_BITMAP_A, layout.io_bitmaps)?;
-    vmcs.write(control::IO_BITMAP_B, layout.io_bitmaps + 4096)?;
+    let b_offset = hvkit_vmx::IoBitmaps::B_OFFSET as u64;
+    vmcs.write(control::IO_BITMAP_B, layout.io_bitmaps + b_offset)?;
     vmcs.write(control::MSR_BITMAPS, layout.msr_bitmap)?;
     vmcs.write(control::TSC_OFFSET, layout.tsc_offset)?;
     vmcs.write(control::EPT_POINTER, layout.eptp)?;
