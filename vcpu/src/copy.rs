@@ -18,7 +18,7 @@ fn locate<P: Platform + ?Sized>(
 ) -> Result<*mut u8, VcpuError> {
     let bad = VcpuError::NotRam(gpa.as_u64());
     let region = map.lookup(gpa).ok_or(bad)?;
-    let RegionKind::Ram { host } = region.kind else {
+    let RegionKind::Ram { host, .. } = region.kind else {
         return Err(bad);
     };
     let offset = gpa.checked_offset_from(region.start).ok_or(bad)?;
@@ -78,7 +78,10 @@ mod tests {
         map.add(Region {
             start: GuestPhysAddr::new_truncate(0x10_0000),
             len: 0x2000,
-            kind: RegionKind::Ram { host: ram.phys() },
+            kind: RegionKind::Ram {
+                host: ram.phys(),
+                memory_type: hvkit_paging::MemoryType::WRITE_BACK,
+            },
         })
         .unwrap();
         let at = GuestPhysAddr::new_truncate(0x10_0ffe);

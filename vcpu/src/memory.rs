@@ -6,7 +6,13 @@
 //! Programmer's Manual Volume 2: System Programming, Publication No. 24593, Revision 3.42, March
 //! 2024, 15.25 "Nested Paging".
 //!
-//! Only RAM regions are mapped in the nested tables. An access to an MMIO or reserved region,
+//! Only RAM regions are mapped in the nested tables. Each RAM region carries the memory type its
+//! EPT entries get (write-back for ordinary RAM; a blue-pill hypervisor that maps the host's
+//! physical address space one to one gives each range the type the host's MTRRs give it,
+//! `hvkit_paging::Mtrrs::ranges`, since the EPT type replaces the MTRR type for guest accesses:
+//! SDM Vol. 3C 29.3.7.2 "Memory Type Used for Translated Guest-Physical Addresses"). NPT entries
+//! are always write-back: on AMD the host's MTRRs still apply to nested translations and combine
+//! with it (APM 15.25.8 "Combining Memory Types, MTRRs"), so write-back there gives the MTRR type. An access to an MMIO or reserved region,
 //! or to a hole, is a nested-page fault that reaches the caller as
 //! [`crate::ExitKind::NestedPageFault`], with [`MemoryMap::lookup`] telling which region it hit.
 //! RAM can also be mapped on demand later ([`NestedPaging::map_ram`]); every change returns an
@@ -31,6 +37,12 @@ pub enum RegionKind {
     Ram {
         /// The host-physical address of the region's first byte.
         host: HostPhysAddr,
+        /// The memory type of its EPT entries (SDM Vol. 3C 29.3.7.2 "Memory Type Used for
+        /// Translated Guest-Physical Addresses"): [`MemoryType::WRITE_BACK`] for ordinary RAM;
+        /// UC, WC, WT and WP for host ranges mapped straight through (device memory). Ignored
+        /// by NPT, whose entries are write-back and combine with the host's MTRRs (APM 15.25.8
+        /// "Combining Memory Types, MTRRs").
+        memory_type: MemoryType,
     },
     /// Device memory the host emulates: never mapped, every access exits.
     Mmio,
@@ -64,7 +76,7 @@ impl Region {
             .checked_offset_from(self.start)
             .filter(|&o| o < self.len)?;
         match self.kind {
-            RegionKind::Ram { host } => host.checked_add(off),
+            RegionKind::Ram { host, .. } => host.checked_add(off),
             _ => None,
         }
     }
@@ -88,6 +100,14 @@ pub enum MemoryMapError {
     /// The map is full ([`MAX_REGIONS`]).
     #[error("the memory map already holds {MAX_REGIONS} regions")]
     Full,
+    /// A RAM region's memory type is not one an EPT entry can hold (UC, WC, WT, WP, WB).
+    #[error("region at {start:#x}: memory type {memory_type:?} is not valid in EPT entries")]
+    MemoryType {
+        /// The start.
+        start: u64,
+        /// The refused type.
+        memory_type: MemoryType,
+    },
     /// The region ends beyond the 52-bit physical address space.
     #[error("region {start:#x}+{len:#x} ends beyond the physical address space")]
     Wraps {
@@ -122,15 +142,21 @@ impl MemoryMap {
     /// Adds a region.
     ///
     /// # Errors
-    /// [`MemoryMapError`] for misaligned, empty, wrapping or overlapping regions, or a full map.
+    /// [`MemoryMapError`] for misaligned, empty, wrapping or overlapping regions, RAM of a memory
+    /// type EPT cannot hold, or a full map.
     pub fn add(&mut self, region: Region) -> Result<(), MemoryMapError> {
         let (start, len) = (region.start.as_u64(), region.len);
         let host_ok = match region.kind {
-            RegionKind::Ram { host } => host.is_aligned(PageSize::Size4K),
+            RegionKind::Ram { host, .. } => host.is_aligned(PageSize::Size4K),
             _ => true,
         };
         if len == 0 || start % 4096 != 0 || len % 4096 != 0 || !host_ok {
             return Err(MemoryMapError::Misaligned { start, len });
+        }
+        if let RegionKind::Ram { memory_type, .. } = region.kind
+            && !memory_type.is_valid_for_ept()
+        {
+            return Err(MemoryMapError::MemoryType { start, memory_type });
         }
         let end = start
             .checked_add(len)
@@ -212,7 +238,8 @@ const NPT_RAM: PageTableFlags = PageTableFlags::PRESENT
     .union(PageTableFlags::USER_ACCESSIBLE);
 
 impl<'p, P: Platform + ?Sized> NestedPaging<'p, P> {
-    /// A 4-level EPT with every RAM region of `map` mapped read/write/execute, write-back; the
+    /// A 4-level EPT with every RAM region of `map` mapped read/write/execute with the region's
+    /// memory type; the
     /// EPTP uses write-back paging structures, and accessed/dirty flags when the CPU has them.
     ///
     /// # Errors
@@ -268,8 +295,9 @@ impl<'p, P: Platform + ?Sized> NestedPaging<'p, P> {
 
     fn map_all(&mut self, map: &MemoryMap) -> Result<(), NestedPagingError> {
         for r in map.regions() {
-            if let RegionKind::Ram { host } = r.kind {
-                self.map_ram(r.start, host, r.len)?.ignore();
+            if let RegionKind::Ram { host, memory_type } = r.kind {
+                self.map_ram_typed(r.start, host, r.len, memory_type)?
+                    .ignore();
             }
         }
         Ok(())
@@ -285,10 +313,45 @@ impl<'p, P: Platform + ?Sized> NestedPaging<'p, P> {
         host: HostPhysAddr,
         len: u64,
     ) -> Result<Flush, NestedPagingError> {
+        self.map_ram_typed(gpa, host, len, MemoryType::WRITE_BACK)
+    }
+
+    /// Maps `len` bytes at `gpa` to `host` (read, write, execute) with EPT memory type
+    /// `memory_type` (SDM Vol. 3C 29.3.7.2); NPT entries stay write-back, and the host's MTRRs
+    /// combine with them (APM 15.25.8 "Combining Memory Types, MTRRs"). A type EPT entries
+    /// cannot hold (UC- or a reserved encoding) is mapped as UC.
+    ///
+    /// # Errors
+    /// [`NestedPagingError::Map`] (the tables are unchanged).
+    pub fn map_ram_typed(
+        &mut self,
+        gpa: GuestPhysAddr,
+        host: HostPhysAddr,
+        len: u64,
+        memory_type: MemoryType,
+    ) -> Result<Flush, NestedPagingError> {
+        let memory_type = if memory_type.is_valid_for_ept() {
+            memory_type
+        } else {
+            MemoryType::UNCACHEABLE
+        };
         Ok(match self {
-            Self::Ept { table, .. } => table.map(gpa, host, len, EptAttrs::RWX_WB)?,
+            Self::Ept { table, .. } => {
+                let attrs = EptAttrs::new(EptAttrs::RWX_WB.flags, memory_type);
+                table.map(gpa, host, len, attrs)?
+            }
             Self::Npt { table, .. } => table.map(gpa, host, len, X86Attrs::new(NPT_RAM))?,
         })
+    }
+
+    /// The EPT memory type of the page that maps `gpa` (`None` when unmapped, and on NPT, whose
+    /// entries carry no type of their own).
+    #[must_use]
+    pub fn memory_type(&self, gpa: GuestPhysAddr) -> Option<MemoryType> {
+        match self {
+            Self::Ept { table, .. } => table.translate(gpa).map(|m| m.attrs.memory_type),
+            Self::Npt { .. } => None,
+        }
     }
 
     /// Unmaps `len` bytes at `gpa`.
@@ -344,6 +407,7 @@ mod tests {
             len,
             kind: RegionKind::Ram {
                 host: HostPhysAddr::new_truncate(host),
+                memory_type: MemoryType::WRITE_BACK,
             },
         }
     }
@@ -394,6 +458,78 @@ mod tests {
         );
         assert!(m.remove(GuestPhysAddr::ZERO).is_some());
         assert_eq!(m.regions().count(), MAX_REGIONS - 1);
+    }
+
+    #[test]
+    fn ept_entries_take_the_region_type() {
+        let p = HostPlatform::new(64);
+        let mut m = MemoryMap::new();
+        m.add(ram(0, 0x40_0000, 0)).unwrap();
+        let uc = |start: u64, len: u64, memory_type: MemoryType| Region {
+            start: GuestPhysAddr::new_truncate(start),
+            len,
+            kind: RegionKind::Ram {
+                host: HostPhysAddr::new_truncate(start),
+                memory_type,
+            },
+        };
+        m.add(uc(0xfec0_0000, 0x30_0000, MemoryType::UNCACHEABLE))
+            .unwrap();
+        assert_eq!(
+            m.add(uc(0x1_0000_0000, 0x1000, MemoryType::UNCACHED_MINUS)),
+            Err(MemoryMapError::MemoryType {
+                start: 0x1_0000_0000,
+                memory_type: MemoryType::UNCACHED_MINUS
+            }),
+            "UC- is a PAT type only"
+        );
+        assert!(matches!(
+            m.add(uc(0x1_0000_0000, 0x1000, MemoryType(2))),
+            Err(MemoryMapError::MemoryType { .. })
+        ));
+        let caps = EptCapabilities {
+            page_walk_4: true,
+            write_back: true,
+            pages_2m: true,
+            ..EptCapabilities::default()
+        };
+        let mut ept = NestedPaging::ept(&p, &m, &caps, 39).unwrap();
+        let at = |a: u64| GuestPhysAddr::new_truncate(a);
+        assert_eq!(ept.memory_type(at(0x1234)), Some(MemoryType::WRITE_BACK));
+        assert_eq!(
+            ept.memory_type(at(0xfee0_0300)),
+            Some(MemoryType::UNCACHEABLE)
+        );
+        assert_eq!(
+            ept.translate(at(0xfee0_0300)),
+            Some(HostPhysAddr::new_truncate(0xfee0_0300))
+        );
+        assert_eq!(ept.memory_type(at(0x8000_0000)), None, "unmapped");
+        // A type EPT cannot hold is mapped as UC by the direct call.
+        ept.map_ram_typed(
+            at(0x9000_0000),
+            HostPhysAddr::new_truncate(0x9000_0000),
+            0x1000,
+            MemoryType::UNCACHED_MINUS,
+        )
+        .unwrap()
+        .ignore();
+        assert_eq!(
+            ept.memory_type(at(0x9000_0000)),
+            Some(MemoryType::UNCACHEABLE)
+        );
+        ept.free();
+        let npt_caps = NptCapabilities {
+            nested_paging: true,
+            host_la57: false,
+            pages_1g: false,
+            phys_bits: 40,
+        };
+        let npt = NestedPaging::npt(&p, &m, &npt_caps).unwrap();
+        assert!(npt.translate(at(0xfee0_0000)).is_some());
+        assert_eq!(npt.memory_type(at(0xfee0_0000)), None, "NPT: no own type");
+        npt.free();
+        assert_eq!(p.live_frames(), 0);
     }
 
     #[test]

@@ -520,6 +520,19 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         &self.map
     }
 
+    /// The memory type the EPT gives the page that maps `gpa` (SDM Vol. 3C 29.3.7.2 "Memory Type
+    /// Used for Translated Guest-Physical Addresses"): the region's
+    /// [`RegionKind::Ram`] `memory_type`. `None` when `gpa` is unmapped, and on SVM, whose nested
+    /// entries are write-back and combine with the host's MTRRs (APM 15.25.8 "Combining Memory
+    /// Types, MTRRs").
+    #[must_use]
+    pub fn nested_memory_type(&self, gpa: GuestPhysAddr) -> Option<hvkit_paging::MemoryType> {
+        match &self.backend {
+            Backend::Vmx(b) => b.nested.as_ref().and_then(|n| n.memory_type(gpa)),
+            Backend::Svm(_) => None,
+        }
+    }
+
     /// Allocates `len` bytes (a multiple of 4 KiB) of zeroed RAM from the platform, maps it at
     /// `gpa` and keeps it until the vCPU is dropped. Returns its host-physical address.
     ///
@@ -542,7 +555,7 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         Ok(host)
     }
 
-    /// Maps the caller's host-physical range `host .. host + len` as RAM at `gpa`.
+    /// Maps the caller's host-physical range `host .. host + len` as write-back RAM at `gpa`.
     ///
     /// # Errors
     /// As [`add_ram`](Self::add_ram).
@@ -560,7 +573,10 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         let region = Region {
             start: gpa,
             len,
-            kind: RegionKind::Ram { host },
+            kind: RegionKind::Ram {
+                host,
+                memory_type: hvkit_paging::MemoryType::WRITE_BACK,
+            },
         };
         let mut map = self.map;
         map.add(region)?;

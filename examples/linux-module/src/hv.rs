@@ -29,7 +29,7 @@ use core::arch::{asm, global_asm};
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use hvkit_paging::{GuestPhysAddr, HostPhysAddr};
+use hvkit_paging::{GuestPhysAddr, HostPhysAddr, MemoryType, Mtrrs};
 use hvkit_vcpu::memory::{MemoryMap, Region, RegionKind};
 use hvkit_vcpu::platform::OwnedFrames;
 use hvkit_vcpu::state::SegmentName;
@@ -298,25 +298,112 @@ fn host_page_table() -> Option<OwnedFrames<'static, crate::platform::LinuxPlatfo
     Some(frame)
 }
 
+/// Reads an MSR.
+///
+/// # Safety
+/// - CPL 0, and `msr` exists on this processor.
+unsafe fn rdmsr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: CPL 0 and an implemented MSR (the caller's obligations).
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high,
+            options(nostack, nomem, preserves_flags));
+    }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// The host's MTRRs (Intel SDM Vol. 3A 12.11 "Memory Type Range Registers (MTRRs)"), or `None`
+/// when CPUID.1:EDX.MTRR[bit 12] says there are none.
+fn host_mtrrs(phys_bits: u8) -> Option<Mtrrs> {
+    if core::arch::x86_64::__cpuid(1).edx & (1 << 12) == 0 {
+        return None;
+    }
+    // SAFETY: CPL 0; IA32_MTRRCAP and IA32_MTRR_DEF_TYPE exist with CPUID.1:EDX.MTRR, and
+    // `Mtrrs::read` reads the fixed ranges only when IA32_MTRRCAP.FIX is set and the variable
+    // pairs only up to IA32_MTRRCAP.VCNT.
+    Some(Mtrrs::read(|msr| unsafe { rdmsr(msr) }, phys_bits))
+}
+
+/// How many regions of the identity map got each memory type (index = encoding).
+pub type TypeCounts = [u16; 8];
+
 /// The guest-physical map: identity RAM over `0 .. top` except the pool (never mapped, so a
-/// guest access to it is a nested-page fault).
-fn identity_map() -> Option<MemoryMap> {
+/// guest access to it is a nested-page fault). With `mtrrs` (Intel), each range gets the memory
+/// type the host's MTRRs give it, since the EPT type replaces the MTRR type for the guest's
+/// accesses (SDM Vol. 3C 29.3.7.2 "Memory Type Used for Translated Guest-Physical Addresses"):
+/// device memory such as the local and I/O APICs stays uncacheable. Without (AMD), everything is
+/// write-back: NPT entries combine with the host's MTRRs, which still apply (APM 15.25.8
+/// "Combining Memory Types, MTRRs").
+fn identity_map(mtrrs: Option<&Mtrrs>) -> Option<(MemoryMap, TypeCounts)> {
     let (pool, pool_len) = PLATFORM.pool();
     let phys_bits = raw_cpuid_phys_bits();
     let top = (1u64 << phys_bits.min(39)).max(pool + pool_len);
     let mut map = MemoryMap::new();
-    let ram = |start: u64, end: u64| Region {
-        start: GuestPhysAddr::new_truncate(start),
-        len: end - start,
-        kind: RegionKind::Ram {
-            host: HostPhysAddr::new_truncate(start),
-        },
+    let mut counts = TypeCounts::default();
+    let mut ram = |start: u64, end: u64| -> Option<()> {
+        let mut add = |start: u64, end: u64, memory_type: MemoryType| {
+            let memory_type = if memory_type.is_valid_for_ept() {
+                memory_type
+            } else {
+                MemoryType::UNCACHEABLE
+            };
+            map.add(Region {
+                start: GuestPhysAddr::new_truncate(start),
+                len: end - start,
+                kind: RegionKind::Ram {
+                    host: HostPhysAddr::new_truncate(start),
+                    memory_type,
+                },
+            })
+            .ok()?;
+            counts[usize::from(memory_type.0 & 7)] += 1;
+            Some(())
+        };
+        match mtrrs {
+            Some(m) => m.ranges(start, end).try_for_each(|(s, e, t)| add(s, e, t)),
+            None => add(start, end, MemoryType::WRITE_BACK),
+        }
     };
     if pool > 0 {
-        map.add(ram(0, pool)).ok()?;
+        ram(0, pool)?;
     }
-    map.add(ram(pool + pool_len, top)).ok()?;
-    Some(map)
+    ram(pool + pool_len, top)?;
+    Some((map, counts))
+}
+
+/// The local and I/O APICs' pages (and what lies between), which must be uncacheable.
+const APIC_AREA: core::ops::Range<u64> = 0xfec0_0000..0xfef0_0000;
+
+/// "WB 3, UC 2, ..." for the load line.
+struct TypeLine(TypeCounts);
+
+impl core::fmt::Display for TypeLine {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut first = true;
+        for t in [6u8, 0, 1, 4, 5] {
+            let n = self.0[usize::from(t)];
+            if n == 0 {
+                continue;
+            }
+            let name = MemoryType(t).name().unwrap_or("?");
+            write!(f, "{}{name} {n}", if first { "" } else { ", " })?;
+            first = false;
+        }
+        Ok(())
+    }
+}
+
+/// The EPT type of every page of [`APIC_AREA`]: `Some(t)` if all pages have type `t`.
+fn apic_area_type<P: Platform>(vcpu: &Vcpu<'_, P>) -> Option<MemoryType> {
+    let mut found = None;
+    for page in APIC_AREA.step_by(4096) {
+        let t = vcpu.nested_memory_type(GuestPhysAddr::new_truncate(page))?;
+        if found.is_some_and(|f| f != t) {
+            return None;
+        }
+        found = Some(t);
+    }
+    found
 }
 
 fn raw_cpuid_phys_bits() -> u8 {
@@ -334,7 +421,17 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
     let mut state = unsafe { hvkit_vcpu::capture::current_state(guest_rip, guest_rsp) };
     state.rflags = read_rflags();
     state.regs = GuestRegisters::default();
-    let Some(map) = identity_map() else {
+    let intel = hvkit_vcpu::detect_vendor() == Some(hvkit_vcpu::cpuid::Vendor::Intel);
+    let mtrrs = if intel {
+        host_mtrrs(raw_cpuid_phys_bits())
+    } else {
+        None
+    };
+    let Some((map, counts)) = identity_map(mtrrs.as_ref()) else {
+        log(format_args!(
+            "cpu{cpu}: the identity map does not fit in {} regions",
+            hvkit_vcpu::memory::MAX_REGIONS
+        ));
         return EIO;
     };
     let Some(cr3_frame) = host_page_table() else {
@@ -370,6 +467,24 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
     // The guest continues with the XCR0 the kernel set at boot.
     if state_osxsave && !vcpu.set_xcr0(host_xcr0()) {
         log(format_args!("cpu{cpu}: the vCPU refused the kernel's XCR0"));
+    }
+    if cpu == 0 {
+        if intel {
+            let apic = apic_area_type(&vcpu)
+                .and_then(MemoryType::name)
+                .unwrap_or("MIXED");
+            log(format_args!(
+                "ept types: {} ({:x}-{:x} {apic})",
+                TypeLine(counts),
+                APIC_AREA.start,
+                APIC_AREA.end - 1
+            ));
+        } else {
+            log(format_args!(
+                "npt types: {} (the host MTRRs combine with them, APM 15.25.8)",
+                TypeLine(counts)
+            ));
+        }
     }
     log(format_args!(
         "cpu{cpu}: {:?} vCPU ready, entering the guest",
