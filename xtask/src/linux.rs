@@ -38,17 +38,27 @@ const EXPORTS: &[&str] = &[
 const RUSTFLAGS: &str = "-Crelocation-model=static -Ccode-model=kernel -Crelro-level=off \
      -Zfunction-return=thunk-extern -Zretpoline-external-thunk -Zindirect-branch-cs-prefix";
 
-/// Markers the init prints, in order, on a passing run.
-const MARKERS: &[&str] = &[
-    "HVKIT-INIT start",
-    "hypervisor memory denied to the guest, guest cannot enable VMX/SVM",
-    "HVKIT-LOADED",
-    "HVKIT-STRESS ok",
-    "hvkit: unloaded, 0 pool frames still out",
-    "HVKIT-UNLOADED",
-    "HVKIT-CYCLE 1 ok",
-    "HVKIT-CYCLE 5 ok",
-    "HVKIT-DONE",
+/// Markers the init prints, in order, on a passing run (`true`: only with 2 CPUs and more).
+const MARKERS: &[(&str, bool)] = &[
+    ("HVKIT-INIT start", false),
+    (
+        "hypervisor memory denied to the guest, guest cannot enable VMX/SVM",
+        false,
+    ),
+    ("HVKIT-LOADED", false),
+    ("HVKIT-HOTPLUG refused, cpu1 online", true),
+    (
+        "hvkit: refusing suspend/hibernation while the CPUs are virtualized",
+        false,
+    ),
+    ("HVKIT-SUSPEND refused: ", false),
+    ("HVKIT-STRESS ok", false),
+    ("hvkit: unloaded, 0 pool frames still out", false),
+    ("HVKIT-UNLOADED", false),
+    ("HVKIT-HOTPLUG unloaded, cpu1 offline and back", true),
+    ("HVKIT-CYCLE 1 ok", false),
+    ("HVKIT-CYCLE 5 ok", false),
+    ("HVKIT-DONE", false),
 ];
 
 /// Console lines that fail a run (kernel trouble or module-loader errors).
@@ -462,12 +472,33 @@ fn boot(run: &Run, kernel: &Path, initrd: &Path) -> Result<(PathBuf, bool)> {
     Ok((serial, ended))
 }
 
+/// The load line about nested memory types: on VMX the EPT follows the host's MTRRs and the
+/// APIC area must be uncacheable; on SVM the nested entries are write-back (the host's MTRRs
+/// combine with them).
+fn type_marker(vendor: &str) -> &'static str {
+    if vendor == "vmx" {
+        "(fec00000-feefffff UC)"
+    } else {
+        "hvkit: npt types: WB "
+    }
+}
+
 /// Checks a console log: every marker, in order, no bad line after init started, a CPUID line
 /// from every CPU. Returns the total exits (from the unload lines of the first load) or why it
 /// failed.
-fn judge(text: &str, cpus: u32) -> std::result::Result<u64, String> {
+fn judge(text: &str, run: &Run) -> std::result::Result<u64, String> {
+    let cpus = run.cpus;
+    if !text.contains(type_marker(run.vendor)) {
+        return Err(format!(
+            "no nested memory-type line {:?}",
+            type_marker(run.vendor)
+        ));
+    }
     let mut at = 0;
-    for marker in MARKERS {
+    for (marker, smp_only) in MARKERS {
+        if *smp_only && cpus < 2 {
+            continue;
+        }
         match text[at..].find(marker) {
             Some(i) => at += i + marker.len(),
             None => return Err(format!("missing marker {marker:?}")),
@@ -562,7 +593,7 @@ pub(crate) fn run(filter: Option<&str>) -> Result {
         let verdict = result.and_then(|(serial, ended)| {
             let text =
                 String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).replace('\r', "");
-            let judged = judge(&text, run.cpus);
+            let judged = judge(&text, &run);
             match (judged, ended) {
                 (Ok(exits), true) => Ok((exits, per_cpu(&text), serial)),
                 (Ok(_), false) => Err(format!("timed out; log {}", serial.display())),

@@ -13,6 +13,8 @@
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
 #include <linux/cpu.h>
+#include <linux/suspend.h>
+#include <linux/notifier.h>
 #include <asm/processor.h>
 #include <asm/tlbflush.h>
 #include <asm/desc.h>
@@ -190,6 +192,27 @@ static void devirtualize_all(void)
 	}
 }
 
+/*
+ * Suspend and hibernation are refused while loaded: S3/S4 lose the VMX/SVM state of every CPU
+ * (and s2idle would run the guest's idle loop without a host to come back to after a lost
+ * context). The PM notifier runs before any task is frozen or device suspended.
+ */
+static int hvkit_pm_notify(struct notifier_block *nb, unsigned long action, void *data)
+{
+	switch (action) {
+	case PM_SUSPEND_PREPARE:
+	case PM_HIBERNATION_PREPARE:
+	case PM_RESTORE_PREPARE:
+		pr_info("hvkit: refusing suspend/hibernation while the CPUs are virtualized (rmmod hvkit first)\n");
+		return notifier_from_errno(-EBUSY);
+	}
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block pm_notifier = {
+	.notifier_call = hvkit_pm_notify,
+};
+
 static int __init hvkit_init(void)
 {
 	unsigned int cpu, ok = 0;
@@ -207,6 +230,13 @@ static int __init hvkit_init(void)
 		return -ENOMEM;
 	hvkit_rust_init(__pa(pool), 1UL << HVKIT_POOL_ORDER, (u64)PAGE_OFFSET, num_online_cpus());
 	memset(results, 0, sizeof(results));
+	/*
+	 * CPU hotplug is refused while loaded (writes to cpuN/online fail with EBUSY): a CPU that
+	 * went offline would lose its vCPU, one that came online would run natively. Disabled before
+	 * the CPUs are virtualized, enabled again after they are given back.
+	 */
+	cpu_hotplug_disable();
+	register_pm_notifier(&pm_notifier);
 	cpus_read_lock();
 	on_each_cpu(virtualize_cpu, NULL, 1);
 	for_each_online_cpu(cpu) {
@@ -221,6 +251,8 @@ static int __init hvkit_init(void)
 	if (failed) {
 		devirtualize_all();
 		cpus_read_unlock();
+		unregister_pm_notifier(&pm_notifier);
+		cpu_hotplug_enable();
 		free_pages(pool, HVKIT_POOL_ORDER);
 		return -EIO;
 	}
@@ -249,6 +281,8 @@ static void __exit hvkit_exit(void)
 			hvkit_rust_stat(cpu, 2), hvkit_rust_stat(cpu, 3));
 	}
 	cpus_read_unlock();
+	unregister_pm_notifier(&pm_notifier);
+	cpu_hotplug_enable();
 	live = hvkit_rust_live_frames();
 	free_pages(pool, HVKIT_POOL_ORDER);
 	pr_info("hvkit: unloaded, %llu pool frames still out\n", live);
