@@ -222,16 +222,20 @@ pub unsafe fn invlpga(address: u64, asid: u32) {
     }
 }
 
-/// Registers passed to and returned from [`vmmcall`]: the hypercall ABI is the hypervisor's.
+/// The general-purpose registers of a hypercall through [`vmmcall`]: a hypercall ABI such as
+/// hvkit's passes the number in RAX and arguments in RBX, RCX, RDX and RSI, and returns the
+/// result in RAX; RDI is carried too, for ABIs that use it. The hypervisor may change all six.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
 pub struct HypercallRegisters {
-    /// RAX.
+    /// RAX: the hypercall number in, the result out.
     pub rax: u64,
-    /// RCX.
+    /// RBX: first argument.
+    pub rbx: u64,
+    /// RCX: second argument.
     pub rcx: u64,
-    /// RDX.
+    /// RDX: third argument.
     pub rdx: u64,
-    /// RSI.
+    /// RSI: fourth argument.
     pub rsi: u64,
     /// RDI.
     pub rdi: u64,
@@ -244,12 +248,17 @@ pub struct HypercallRegisters {
 /// - Runs inside a guest whose hypervisor intercepts VMMCALL, and the register values follow
 ///   that hypervisor's ABI; the hypervisor may change any guest state.
 #[doc(alias = "VMMCALL")]
+#[doc(alias = "hypercall")]
 #[inline]
 pub unsafe fn vmmcall(regs: &mut HypercallRegisters) {
-    // SAFETY: the caller upholds the contract; all five registers are inout.
+    // SAFETY: the caller upholds the contract; all six registers are inout. RBX is reserved by
+    // the compiler, so its value is exchanged with a scratch register around the instruction.
     unsafe {
         asm!(
+            "xchg {b}, rbx",
             "vmmcall",
+            "xchg {b}, rbx",
+            b = inout(reg) regs.rbx,
             inout("rax") regs.rax,
             inout("rcx") regs.rcx,
             inout("rdx") regs.rdx,

@@ -277,8 +277,9 @@ pub unsafe fn vmresume() -> VmFail {
     }
 }
 
-/// The general-purpose registers of a hypercall through VMCALL: the number in RAX and the
-/// arguments in RBX, RCX, RDX and RSI; the VMM's result comes back in all five.
+/// The general-purpose registers of a hypercall through VMCALL ([`vmcall`],
+/// [`vmcall_from_guest`]): the number in RAX and the arguments in RBX, RCX, RDX and RSI; the
+/// VMM's result comes back in all five.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HypercallRegisters {
     /// RAX: the hypercall number in, the result out.
@@ -299,11 +300,14 @@ pub struct HypercallRegisters {
 /// RCX, RDX, RSI) and resumes after the instruction. In VMX root operation it fails (error 1) or
 /// activates the dual-monitor treatment of SMIs and SMM.
 ///
+/// For a hypercall from a guest use [`vmcall_from_guest`]: in non-root operation the flags after
+/// the instruction are whatever the VMM left in the guest's RFLAGS (hvkit-vcpu leaves them as
+/// the guest had them), so this wrapper could see a spurious VMfail, and on VMfailValid its
+/// VMREAD of the error field would itself exit to the VMM.
+///
 /// # Errors
-/// The VMfail outcome as the flags show it after the instruction. In non-root operation the
-/// flags are whatever the VMM left in the guest's RFLAGS (the hvkit VMM clears CF and ZF on
-/// success); the VM-instruction error number is read from the current VMCS, which is only
-/// meaningful in VMX root operation.
+/// The VMfail outcome as the flags show it after the instruction; the VM-instruction error
+/// number is read from the current VMCS, which is only meaningful in VMX root operation.
 ///
 /// # Safety
 /// - In VMX non-root operation: the VMM's hypercall handler, given these registers, must not break
@@ -333,6 +337,38 @@ pub unsafe fn vmcall(regs: &mut HypercallRegisters) -> Result<(), VmFail> {
     }
     // SAFETY: VMfailValid only occurs with a current VMCS.
     unsafe { outcome(cf, zf) }
+}
+
+/// VMCALL from a guest (SDM 31.3 "VMCALL—Call to VM Monitor"; 26.1.2 "Instructions That Cause VM
+/// Exits Unconditionally"): in VMX non-root operation VMCALL always exits, and the VMM answers in
+/// `regs` (RAX, RBX, RCX, RDX, RSI in and out; a hypercall ABI such as hvkit's passes the number
+/// in RAX, arguments in RBX, RCX, RDX and RSI, and returns the result in RAX). The flags
+/// afterwards are the VMM's and are not read, unlike [`vmcall`].
+///
+/// # Safety
+/// - The processor is in VMX non-root operation under a VMM that handles VMCALL exits (elsewhere
+///   VMCALL raises #UD, or fails in VMX root operation);
+/// - the VMM's hypercall handler, given these registers, must not break this program's memory
+///   safety (it may change any guest state).
+#[doc(alias = "VMCALL")]
+#[doc(alias = "hypercall")]
+#[inline]
+pub unsafe fn vmcall_from_guest(regs: &mut HypercallRegisters) {
+    // SAFETY: the caller meets the contract above. RBX is reserved by the compiler, so its value
+    // is exchanged with a scratch register around the instruction.
+    unsafe {
+        asm!(
+            "xchg {b}, rbx",
+            "vmcall",
+            "xchg {b}, rbx",
+            b = inout(reg) regs.rbx,
+            inout("rax") regs.rax,
+            inout("rcx") regs.rcx,
+            inout("rdx") regs.rdx,
+            inout("rsi") regs.rsi,
+            options(nostack),
+        );
+    }
 }
 
 /// The INVEPT types (SDM 31.3 "INVEPT—Invalidate Translations Derived from EPT").

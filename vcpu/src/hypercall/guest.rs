@@ -12,10 +12,9 @@
 //!
 //! Manuals: see [`crate::hypercall`]; CPUID per SDM Vol. 2A "CPUID—CPU Identification" (leaf 1
 //! ECX bit 31 "hypervisor present" is reserved for hypervisors).
-// UNSAFETY: issues VMCALL/VMMCALL, which transfer control to the hypervisor.
+// UNSAFETY: calls the vendor crates' VMCALL/VMMCALL wrappers, which transfer control to the
+// hypervisor.
 #![expect(unsafe_code, reason = "VMCALL and VMMCALL")]
-
-use core::arch::asm;
 
 use raw_cpuid::native_cpuid::cpuid_count;
 
@@ -75,20 +74,34 @@ impl Hvkit {
     #[doc(alias = "vmcall")]
     #[doc(alias = "vmmcall")]
     pub unsafe fn call(&self, number: u64, args: [u64; 4]) -> u64 {
-        let mut rax = number;
+        let [rbx, rcx, rdx, rsi] = args;
         match self.instruction {
-            // SAFETY: the caller meets the contract. RBX is reserved by the compiler, so its
-            // value is swapped with a scratch register around the instruction.
-            Instruction::Vmcall => unsafe {
-                asm!("xchg {b}, rbx", "vmcall", "xchg {b}, rbx", b = inout(reg) args[0] => _,
-                    inout("rax") rax, in("rcx") args[1], in("rdx") args[2], in("rsi") args[3]);
-            },
-            // SAFETY: as above, with VMMCALL.
-            Instruction::Vmmcall => unsafe {
-                asm!("xchg {b}, rbx", "vmmcall", "xchg {b}, rbx", b = inout(reg) args[0] => _,
-                    inout("rax") rax, in("rcx") args[1], in("rdx") args[2], in("rsi") args[3]);
-            },
+            Instruction::Vmcall => {
+                let mut regs = hvkit_vmx::instructions::HypercallRegisters {
+                    rax: number,
+                    rbx,
+                    rcx,
+                    rdx,
+                    rsi,
+                };
+                // SAFETY: the caller meets the contract: a guest of an hvkit host on VT-x (VMX
+                // non-root operation), whose handler keeps this program memory-safe.
+                unsafe { hvkit_vmx::instructions::vmcall_from_guest(&mut regs) };
+                regs.rax
+            }
+            Instruction::Vmmcall => {
+                let mut regs = hvkit_svm::instructions::HypercallRegisters {
+                    rax: number,
+                    rbx,
+                    rcx,
+                    rdx,
+                    rsi,
+                    rdi: 0,
+                };
+                // SAFETY: as above, on AMD-V, where hvkit intercepts VMMCALL.
+                unsafe { hvkit_svm::instructions::vmmcall(&mut regs) };
+                regs.rax
+            }
         }
-        rax
     }
 }

@@ -1,7 +1,7 @@
 //! The hvkit hypercall ABI (paravirtualization) and its guest side.
 //!
 //! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
-//! Number 325462-086US, December 2024, Vol. 3C 31.3 "VMCALL—Call to VM Monitor" and 26.1.3
+//! Number 325462-086US, December 2024, Vol. 3C 31.3 "VMCALL—Call to VM Monitor" and 26.1.2
 //! "Instructions That Cause VM Exits Unconditionally"; AMD64 Architecture Programmer's Manual
 //! Volume 2: System Programming, Publication No. 24593, Revision 3.42, March 2024, 15.18
 //! "VMMCALL Instruction" (an intercepted VMMCALL exits; otherwise #UD).
