@@ -57,7 +57,8 @@ impl Intercepts {
     }
 }
 
-/// Selectors and entry point of a flat 64-bit guest (see [`Vmcb::set_flat_long_mode`]).
+/// Selectors, descriptor tables and entry point of a flat 64-bit guest (see
+/// [`Vmcb::set_flat_long_mode`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct LongModeGuest {
     /// Guest CR3: root of the guest's 4-level page tables (guest physical address).
@@ -70,6 +71,12 @@ pub struct LongModeGuest {
     pub code_selector: u16,
     /// SS/DS/ES/FS/GS selector.
     pub data_selector: u16,
+    /// GDTR ([`Segment::table`]): the GDT that holds the two descriptors above; the guest uses
+    /// it as soon as it reloads a segment register or takes an interrupt.
+    pub gdtr: Segment,
+    /// IDTR ([`Segment::table`]): the guest's interrupt table. `Segment::table(0, 0)` is an
+    /// empty table (any interrupt or exception then escalates to a triple fault).
+    pub idtr: Segment,
 }
 
 impl Vmcb {
@@ -107,8 +114,9 @@ impl Vmcb {
 
     /// Loads a flat 64-bit guest state: long mode with paging (EFER.LME/LMA/NXE/SVME,
     /// CR0.PE/MP/ET/NE/WP/PG, CR4.PAE/PGE/OSFXSR/OSXMMEXCPT), CPL 0, a 64-bit code segment and
-    /// flat data segments with base 0, a busy 64-bit TSS in TR, RFLAGS = 2 and reset debug
-    /// registers. GDTR/IDTR are left to the caller (set them if the guest takes interrupts).
+    /// flat data segments with base 0, the caller's GDTR and IDTR, RFLAGS = 2 and reset debug
+    /// registers. TR is a busy 64-bit TSS with selector 0, base 0 and limit 67h and LDTR is
+    /// null: a guest that changes privilege level or uses the IST loads its own TR.
     pub fn set_flat_long_mode(&mut self, guest: &LongModeGuest) {
         let data = Segment::new(
             guest.data_selector,
@@ -131,6 +139,8 @@ impl Vmcb {
         ] {
             set(self, data);
         }
+        self.set_gdtr(guest.gdtr);
+        self.set_idtr(guest.idtr);
         self.set_ldtr(Segment::NULL);
         self.set_tr(Segment::new(0, SegmentAttributes::tss_busy(), 0x67, 0));
         self.set_cpl(0);
@@ -202,6 +212,8 @@ mod tests {
             rsp: 0x30_0000,
             code_selector: 0x08,
             data_selector: 0x10,
+            gdtr: Segment::table(0x5000, 0x27),
+            idtr: Segment::table(0x6000, 0xFFF),
         });
         vmcb.set_intercepts(Intercepts::required());
         assert!(!check_vmcb(&vmcb, &caps()).is_empty(), "ASID still 0");
@@ -210,6 +222,8 @@ mod tests {
         assert!(vmcb.save().cs().attributes.long());
         assert_eq!(vmcb.save().ss().selector, 0x10);
         assert_eq!(vmcb.save().tr().attributes.bits(), 0x8B);
+        assert_eq!(vmcb.save().gdtr(), Segment::table(0x5000, 0x27));
+        assert_eq!(vmcb.save().idtr(), Segment::table(0x6000, 0xFFF));
     }
 
     #[test]

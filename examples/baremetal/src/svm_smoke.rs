@@ -295,9 +295,9 @@ pub fn run() -> ! {
         rsp: stack,
         code_selector: selectors::CODE,
         data_selector: selectors::DATA,
+        gdtr: Segment::table(gdtr.base.as_u64(), gdtr.limit),
+        idtr: Segment::table(idtr.base.as_u64(), idtr.limit),
     });
-    guest.set_gdtr(Segment::table(gdtr.base.as_u64(), gdtr.limit));
-    guest.set_idtr(Segment::table(idtr.base.as_u64(), idtr.limit));
     let mut intercepts = Intercepts::baseline();
     intercepts.misc1 |= MiscIntercepts1::CPUID | MiscIntercepts1::IOIO_PROT;
     if let Err(e) = iopm.set_range(OUT_PORT..=IN_PORT, true) {
