@@ -183,6 +183,7 @@ pub use regs::GuestRegisters;
 pub mod bitmap;
 #[cfg(target_arch = "x86_64")]
 pub mod capture;
+mod common;
 mod copy;
 pub mod error;
 pub mod event;

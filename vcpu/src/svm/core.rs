@@ -93,17 +93,16 @@ use hvkit_svm::intercept::{CrIntercepts, ExceptionIntercepts, MiscIntercepts1};
 use hvkit_svm::vmcb::{CleanBits, InterruptState, Vmcb};
 use raw_cpuid::CpuIdResult;
 
+use crate::common::{self, ExitCore, RegisterExit};
 use crate::cpuid::{CpuidPolicy, Vendor};
 use crate::error::{Unsupported, VcpuError};
 use crate::event::{Event, Pending};
 use crate::exit::{
-    CrAccess, CrAccessKind, EntryFailure, ExceptionExit, Exit, ExitKind, IoDirection, IoExit,
-    MemoryAccess, NestedPageFault, RawExit,
+    CrAccess, CrAccessKind, EntryFailure, ExceptionExit, Exit, ExitKind, IoDirection, MemoryAccess,
+    NestedPageFault, RawExit,
 };
-use crate::hypercall::Hypercall;
 use crate::regs::GuestRegisters;
 use crate::state::{CR0_PE, CR0_PG, CR4_OSXSAVE, EFER_LMA, EFER_LME, EFER_SVME, RFLAGS_IF};
-use crate::vmx::xcr0_valid;
 
 /// Exception vectors that push an error code (APM 8.2 "Vectors": #DF, #TS, #NP, #SS, #GP, #PF,
 /// #AC, #CP; plus #VC and #SX).
@@ -782,28 +781,16 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
                 detail: (vector == 14).then_some(info2),
             }),
             SvmExit::Io(io) => {
-                let size = io.size().bytes();
                 let direction = if io.is_in() {
                     IoDirection::In
                 } else {
                     IoDirection::Out
                 };
-                let data = (direction == IoDirection::Out && !io.is_string())
-                    .then(|| (r.rax & size_mask(size)) as u32);
-                ExitKind::Io(IoExit {
-                    port: io.port(),
-                    size,
-                    direction,
-                    string: io.is_string(),
-                    rep: io.is_rep(),
-                    data,
-                })
+                let size = io.size().bytes();
+                common::io_exit(io.port(), size, direction, io.is_string(), io.is_rep(), &r)
             }
-            SvmExit::Msr(MsrAccess::Read) => ExitKind::MsrRead { msr: r.rcx as u32 },
-            SvmExit::Msr(_) => ExitKind::MsrWrite {
-                msr: r.rcx as u32,
-                value: (r.rdx << 32) | (r.rax & 0xffff_ffff),
-            },
+            SvmExit::Msr(MsrAccess::Read) => RegisterExit::MsrRead.decode(&r),
+            SvmExit::Msr(_) => RegisterExit::MsrWrite.decode(&r),
             SvmExit::NestedPageFault {
                 error,
                 guest_physical,
@@ -829,16 +816,10 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
                 linear_address: self.invlpg_address(linear_address),
             },
             _ => match code {
-                ExitCode::CPUID => ExitKind::Cpuid {
-                    leaf: r.rax as u32,
-                    subleaf: r.rcx as u32,
-                },
+                ExitCode::CPUID => RegisterExit::Cpuid.decode(&r),
                 ExitCode::HLT => ExitKind::Hlt,
-                ExitCode::VMMCALL => ExitKind::Hypercall(Hypercall::from_registers(&r)),
-                ExitCode::XSETBV => ExitKind::Xsetbv {
-                    xcr: r.rcx as u32,
-                    value: (r.rdx << 32) | (r.rax & 0xffff_ffff),
-                },
+                ExitCode::VMMCALL => RegisterExit::Hypercall.decode(&r),
+                ExitCode::XSETBV => RegisterExit::Xsetbv.decode(&r),
                 ExitCode::CR0_SEL_WRITE => ExitKind::CrAccess(CrAccess {
                     cr: 0,
                     kind: self.cr_from_decoder(true),
@@ -888,10 +869,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         let r = self
             .cpuid
             .apply(leaf, subleaf, host(leaf, subleaf), osxsave, Vendor::Amd);
-        self.regs.rax = u64::from(r.eax);
-        self.regs.rbx = u64::from(r.ebx);
-        self.regs.rcx = u64::from(r.ecx);
-        self.regs.rdx = u64::from(r.edx);
+        common::set_cpuid_result(&mut self.regs, r);
         self.skip_instruction()
     }
 
@@ -900,11 +878,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was a hypercall; skipping errors.
     pub fn complete_hypercall(&mut self, result: u64) -> Result<(), VcpuError> {
-        if !matches!(self.last_kind(), Some(ExitKind::Hypercall(_))) {
-            return Err(VcpuError::WrongExit("a hypercall"));
-        }
-        self.regs.rax = result;
-        self.skip_instruction()
+        common::complete_hypercall(self, result)
     }
 
     /// Answers an IN (not INS): the low `size` bytes of RAX get `value`, RIP moves to EXITINFO2.
@@ -913,17 +887,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was a non-string I/O instruction.
     pub fn complete_io(&mut self, value: u32) -> Result<(), VcpuError> {
-        let Some(ExitKind::Io(io)) = self.last_kind() else {
-            return Err(VcpuError::WrongExit("IN or OUT"));
-        };
-        if io.string {
-            return Err(VcpuError::WrongExit("IN or OUT (not INS/OUTS)"));
-        }
-        if io.direction == IoDirection::In {
-            let mask = size_mask(io.size);
-            self.regs.rax = (self.regs.rax & !mask) | (u64::from(value) & mask);
-        }
-        self.skip_instruction()
+        common::complete_io(self, value)
     }
 
     /// Answers RDMSR with `value` (EDX:EAX), or WRMSR (the value is ignored), and moves RIP on.
@@ -931,15 +895,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was RDMSR or WRMSR.
     pub fn complete_msr(&mut self, value: u64) -> Result<(), VcpuError> {
-        match self.last_kind() {
-            Some(ExitKind::MsrRead { .. }) => {
-                self.regs.rax = value & 0xffff_ffff;
-                self.regs.rdx = value >> 32;
-            }
-            Some(ExitKind::MsrWrite { .. }) => {}
-            _ => return Err(VcpuError::WrongExit("RDMSR or WRMSR")),
-        }
-        self.skip_instruction()
+        common::complete_msr(self, value)
     }
 
     fn gpr_or_rsp(&self, gpr: u8) -> u64 {
@@ -963,18 +919,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         };
         match kind {
             ExitKind::Cpuid { .. } => self.complete_cpuid(host)?,
-            ExitKind::Hypercall(call) => match call.builtin_result() {
-                Some(result) => self.complete_hypercall(result)?,
-                None => return Ok(false),
-            },
-            ExitKind::Xsetbv { xcr, value } => {
-                if xcr == 0 && xcr0_valid(value, self.xcr0_supported) {
-                    self.xcr0 = value;
-                    self.skip_instruction()?;
-                } else {
-                    self.inject(Event::GP0);
-                }
-            }
             ExitKind::CrAccess(CrAccess {
                 cr: cr @ (0 | 3 | 4),
                 kind: CrAccessKind::Write { gpr: Some(gpr) },
@@ -1006,7 +950,6 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
                 }
                 self.skip_instruction()?;
             }
-            ExitKind::VirtualizationInstruction => self.inject(Event::UD),
             ExitKind::MsrWrite {
                 msr: MSR_EFER,
                 value,
@@ -1031,9 +974,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
                 self.regs.rdx = efer >> 32;
                 self.skip_instruction()?;
             }
-            ExitKind::MsrRead { .. } | ExitKind::MsrWrite { .. } => self.inject(Event::GP0),
-            ExitKind::InterruptWindow | ExitKind::NmiWindow => {}
-            _ => return Ok(false),
+            _ => return common::handle_shared(self, kind),
         }
         Ok(true)
     }
@@ -1169,10 +1110,20 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     }
 }
 
-const fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
+impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> ExitCore for SvmCore<V, M> {
+    fn last_kind(&self) -> Option<ExitKind> {
+        self.last_kind()
+    }
+    fn regs_mut(&mut self) -> &mut GuestRegisters {
+        &mut self.regs
+    }
+    fn xcr0_mut(&mut self) -> (&mut u64, u64) {
+        (&mut self.xcr0, self.xcr0_supported)
+    }
+    fn skip_instruction(&mut self) -> Result<(), VcpuError> {
+        self.skip_instruction()
+    }
+    fn inject(&mut self, event: Event) {
+        self.inject(event);
     }
 }

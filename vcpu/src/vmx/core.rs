@@ -34,14 +34,15 @@ use hvkit_vmx::fields::{FieldEncoding, control, exit_info, guest};
 use hvkit_vmx::vmcs::VmcsWrite;
 use raw_cpuid::CpuIdResult;
 
+pub use crate::common::xcr0_valid;
+use crate::common::{self, ExitCore, RegisterExit};
 use crate::cpuid::{CpuidPolicy, Vendor};
 use crate::error::VcpuError;
 use crate::event::{Event, Pending};
 use crate::exit::{
-    CrAccess, CrAccessKind, EntryFailure, ExceptionExit, Exit, ExitKind, IoDirection, IoExit,
-    MemoryAccess, NestedPageFault, RawExit,
+    CrAccess, CrAccessKind, EntryFailure, ExceptionExit, Exit, ExitKind, IoDirection, MemoryAccess,
+    NestedPageFault, RawExit,
 };
-use crate::hypercall::Hypercall;
 use crate::regs::GuestRegisters;
 use crate::state::{
     CR0_PE, CR0_PG, CR4_OSXSAVE, EFER_LMA, EFER_LME, RFLAGS_IF, Segment, SegmentName,
@@ -572,38 +573,20 @@ impl<V: VmcsWrite> VmxCore<V> {
     fn decode_kind(&mut self, basic: R, qualification: u64) -> Result<ExitKind, VcpuError> {
         let r = &self.regs;
         Ok(match basic {
-            R::CPUID => ExitKind::Cpuid {
-                leaf: r.rax as u32,
-                subleaf: r.rcx as u32,
-            },
+            R::CPUID => RegisterExit::Cpuid.decode(r),
             R::HLT => ExitKind::Hlt,
-            R::VMCALL => ExitKind::Hypercall(Hypercall::from_registers(r)),
-            R::RDMSR => ExitKind::MsrRead { msr: r.rcx as u32 },
-            R::WRMSR => ExitKind::MsrWrite {
-                msr: r.rcx as u32,
-                value: (r.rdx << 32) | (r.rax & 0xffff_ffff),
-            },
-            R::XSETBV => ExitKind::Xsetbv {
-                xcr: r.rcx as u32,
-                value: (r.rdx << 32) | (r.rax & 0xffff_ffff),
-            },
+            R::VMCALL => RegisterExit::Hypercall.decode(r),
+            R::RDMSR => RegisterExit::MsrRead.decode(r),
+            R::WRMSR => RegisterExit::MsrWrite.decode(r),
+            R::XSETBV => RegisterExit::Xsetbv.decode(r),
             R::IO_INSTRUCTION => {
                 let q = IoInstructionQualification(qualification);
-                let size = q.size().bytes().unwrap_or(1);
                 let direction = match q.direction() {
                     hvkit_vmx::exit::IoDirection::In => IoDirection::In,
                     hvkit_vmx::exit::IoDirection::Out => IoDirection::Out,
                 };
-                let data = (direction == IoDirection::Out && !q.is_string())
-                    .then(|| (r.rax & size_mask(size)) as u32);
-                ExitKind::Io(IoExit {
-                    port: q.port(),
-                    size,
-                    direction,
-                    string: q.is_string(),
-                    rep: q.is_rep(),
-                    data,
-                })
+                let size = q.size().bytes().unwrap_or(1);
+                common::io_exit(q.port(), size, direction, q.is_string(), q.is_rep(), r)
             }
             R::EPT_VIOLATION => {
                 let q = hvkit_vmx::exit::EptViolationQualification(qualification);
@@ -726,10 +709,7 @@ impl<V: VmcsWrite> VmxCore<V> {
         if leaf == 0xd && subleaf == 0 {
             r.ebx = crate::cpuid::xsave_size(self.xcr0, &host);
         }
-        self.regs.rax = u64::from(r.eax);
-        self.regs.rbx = u64::from(r.ebx);
-        self.regs.rcx = u64::from(r.ecx);
-        self.regs.rdx = u64::from(r.edx);
+        common::set_cpuid_result(&mut self.regs, r);
         self.skip_instruction()
     }
 
@@ -738,11 +718,7 @@ impl<V: VmcsWrite> VmxCore<V> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was a hypercall; [`VcpuError::Vmcs`].
     pub fn complete_hypercall(&mut self, result: u64) -> Result<(), VcpuError> {
-        if !matches!(self.last_kind(), Some(ExitKind::Hypercall(_))) {
-            return Err(VcpuError::WrongExit("a hypercall"));
-        }
-        self.regs.rax = result;
-        self.skip_instruction()
+        common::complete_hypercall(self, result)
     }
 
     /// Answers an IN (not INS): the low `size` bytes of RAX get `value`, RIP moves on. For OUT,
@@ -751,17 +727,7 @@ impl<V: VmcsWrite> VmxCore<V> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was a non-string I/O instruction.
     pub fn complete_io(&mut self, value: u32) -> Result<(), VcpuError> {
-        let Some(ExitKind::Io(io)) = self.last_kind() else {
-            return Err(VcpuError::WrongExit("IN or OUT"));
-        };
-        if io.string {
-            return Err(VcpuError::WrongExit("IN or OUT (not INS/OUTS)"));
-        }
-        if io.direction == IoDirection::In {
-            let mask = size_mask(io.size);
-            self.regs.rax = (self.regs.rax & !mask) | (u64::from(value) & mask);
-        }
-        self.skip_instruction()
+        common::complete_io(self, value)
     }
 
     /// Answers RDMSR with `value` (EDX:EAX), or WRMSR (the value is ignored), and moves RIP on.
@@ -769,15 +735,7 @@ impl<V: VmcsWrite> VmxCore<V> {
     /// # Errors
     /// [`VcpuError::WrongExit`] unless the last exit was RDMSR or WRMSR.
     pub fn complete_msr(&mut self, value: u64) -> Result<(), VcpuError> {
-        match self.last_kind() {
-            Some(ExitKind::MsrRead { .. }) => {
-                self.regs.rax = value & 0xffff_ffff;
-                self.regs.rdx = value >> 32;
-            }
-            Some(ExitKind::MsrWrite { .. }) => {}
-            _ => return Err(VcpuError::WrongExit("RDMSR or WRMSR")),
-        }
-        self.skip_instruction()
+        common::complete_msr(self, value)
     }
 
     /// The architectural default for the last exit, where there is one: CPUID through the
@@ -798,18 +756,6 @@ impl<V: VmcsWrite> VmxCore<V> {
         };
         match kind {
             ExitKind::Cpuid { .. } => self.complete_cpuid(host)?,
-            ExitKind::Hypercall(call) => match call.builtin_result() {
-                Some(result) => self.complete_hypercall(result)?,
-                None => return Ok(false),
-            },
-            ExitKind::Xsetbv { xcr, value } => {
-                if xcr == 0 && xcr0_valid(value, self.xcr0_supported) {
-                    self.xcr0 = value;
-                    self.skip_instruction()?;
-                } else {
-                    self.inject(Event::GP0);
-                }
-            }
             ExitKind::CrAccess(CrAccess {
                 cr: cr @ (0 | 4),
                 kind: CrAccessKind::Write { gpr: Some(gpr) },
@@ -856,9 +802,6 @@ impl<V: VmcsWrite> VmxCore<V> {
                 }
                 self.skip_instruction()?;
             }
-            ExitKind::VirtualizationInstruction => self.inject(Event::UD),
-            ExitKind::MsrRead { .. } | ExitKind::MsrWrite { .. } => self.inject(Event::GP0),
-            ExitKind::InterruptWindow | ExitKind::NmiWindow => {}
             // INVD and WBINVD (which exit unconditionally or with "WBINVD exiting"): caches are
             // the host's business; the instruction is done.
             ExitKind::Other
@@ -869,7 +812,7 @@ impl<V: VmcsWrite> VmxCore<V> {
             {
                 self.skip_instruction()?;
             }
-            _ => return Ok(false),
+            _ => return common::handle_shared(self, kind),
         }
         Ok(true)
     }
@@ -978,6 +921,24 @@ impl<V: VmcsWrite> VmxCore<V> {
     }
 }
 
+impl<V: VmcsWrite> ExitCore for VmxCore<V> {
+    fn last_kind(&self) -> Option<ExitKind> {
+        self.last_kind()
+    }
+    fn regs_mut(&mut self) -> &mut GuestRegisters {
+        &mut self.regs
+    }
+    fn xcr0_mut(&mut self) -> (&mut u64, u64) {
+        (&mut self.xcr0, self.xcr0_supported)
+    }
+    fn skip_instruction(&mut self) -> Result<(), VcpuError> {
+        self.skip_instruction()
+    }
+    fn inject(&mut self, event: Event) {
+        self.inject(event);
+    }
+}
+
 fn segment_fields(which: SegmentName) -> [FieldEncoding; 4] {
     use guest as g;
     let (s, b, l, a) = match which {
@@ -996,25 +957,4 @@ fn segment_fields(which: SegmentName) -> [FieldEncoding; 4] {
         ),
     };
     [s.encoding(), b.encoding(), l.encoding(), a.encoding()]
-}
-
-/// XCR0 rules (SDM Vol. 1 13.3 "Enabling the XSAVE Feature Set and XSAVE-Enabled Features"):
-/// bit 0 set, only supported bits, AVX (bit 2) needs SSE (bit 1), the AVX-512 bits (7:5) all or
-/// none and only with AVX, BNDREGS and BNDCSR (bits 4:3) together.
-#[must_use]
-pub fn xcr0_valid(value: u64, supported: u64) -> bool {
-    value & 1 != 0
-        && value & !supported == 0
-        && !(value & 4 != 0 && value & 2 == 0)
-        && matches!((value >> 5) & 7, 0 | 7)
-        && ((value >> 5) & 7 == 0 || value & 4 != 0)
-        && matches!((value >> 3) & 3, 0 | 3)
-}
-
-const fn size_mask(size: u8) -> u64 {
-    match size {
-        1 => 0xff,
-        2 => 0xffff,
-        _ => 0xffff_ffff,
-    }
 }
