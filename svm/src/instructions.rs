@@ -26,7 +26,7 @@ use crate::enable::{
 };
 use crate::event::EventInjection;
 use crate::exit::ExitCode;
-use crate::regs::GuestRegisters;
+use crate::regs::VmrunGprs;
 use crate::vmcb::Vmcb;
 use core::arch::asm;
 use core::mem::offset_of;
@@ -55,9 +55,9 @@ use x86_64::PhysAddr;
 ///   is saved and restored by the caller. The guest may change all of it.
 #[doc(alias = "VMRUN")]
 #[inline]
-pub unsafe fn vmrun(vmcb: &mut Vmcb, vmcb_pa: PhysAddr, regs: &mut GuestRegisters) {
+pub unsafe fn vmrun(vmcb: &mut Vmcb, vmcb_pa: PhysAddr, regs: &mut VmrunGprs) {
     let vmcb_ptr: *mut Vmcb = vmcb;
-    let regs_ptr: *mut GuestRegisters = regs;
+    let regs_ptr: *mut VmrunGprs = regs;
     // SAFETY: the caller upholds the contract above. The asm saves and restores RBX and RBP (which
     // cannot be operands) on the stack, declares every other GPR and all caller-saved vector
     // registers clobbered, and passes `vmcb_ptr` so the compiler treats the VMCB as read and
@@ -101,20 +101,20 @@ pub unsafe fn vmrun(vmcb: &mut Vmcb, vmcb_pa: PhysAddr, regs: &mut GuestRegister
             "add rsp, 8",
             "pop rbx",
             "pop rbp",
-            rbx = const offset_of!(GuestRegisters, rbx),
-            rcx = const offset_of!(GuestRegisters, rcx),
-            rdx = const offset_of!(GuestRegisters, rdx),
-            rsi = const offset_of!(GuestRegisters, rsi),
-            rdi = const offset_of!(GuestRegisters, rdi),
-            rbp = const offset_of!(GuestRegisters, rbp),
-            r8 = const offset_of!(GuestRegisters, r8),
-            r9 = const offset_of!(GuestRegisters, r9),
-            r10 = const offset_of!(GuestRegisters, r10),
-            r11 = const offset_of!(GuestRegisters, r11),
-            r12 = const offset_of!(GuestRegisters, r12),
-            r13 = const offset_of!(GuestRegisters, r13),
-            r14 = const offset_of!(GuestRegisters, r14),
-            r15 = const offset_of!(GuestRegisters, r15),
+            rbx = const offset_of!(VmrunGprs, rbx),
+            rcx = const offset_of!(VmrunGprs, rcx),
+            rdx = const offset_of!(VmrunGprs, rdx),
+            rsi = const offset_of!(VmrunGprs, rsi),
+            rdi = const offset_of!(VmrunGprs, rdi),
+            rbp = const offset_of!(VmrunGprs, rbp),
+            r8 = const offset_of!(VmrunGprs, r8),
+            r9 = const offset_of!(VmrunGprs, r9),
+            r10 = const offset_of!(VmrunGprs, r10),
+            r11 = const offset_of!(VmrunGprs, r11),
+            r12 = const offset_of!(VmrunGprs, r12),
+            r13 = const offset_of!(VmrunGprs, r13),
+            r14 = const offset_of!(VmrunGprs, r14),
+            r15 = const offset_of!(VmrunGprs, r15),
             inout("rax") vmcb_pa.as_u64() => _,
             inout("rdi") regs_ptr => _,
             inout("rsi") vmcb_ptr => _,

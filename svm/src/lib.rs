@@ -113,12 +113,12 @@
 //! use hvkit_svm::enable::enable_svm;
 //! use hvkit_svm::exit::{Exit, ExitCode};
 //! use hvkit_svm::instructions::{clgi, stgi, vmload, vmrun, vmsave, HardwareCpuid, HardwareSvmMsrs};
-//! use hvkit_svm::regs::GuestRegisters;
+//! use hvkit_svm::regs::VmrunGprs;
 //!
 //! // SAFETY: ring 0, this code owns SVM on this CPU.
 //! let mut msrs = unsafe { HardwareSvmMsrs::new() };
 //! let features = enable_svm(&HardwareCpuid, &mut msrs, host_save_pa)?;
-//! let mut regs = GuestRegisters::default();
+//! let mut regs = VmrunGprs::default();
 //! vmcb.mark_all_dirty(); // first run on this CPU
 //! loop {
 //!     // SAFETY: SVM is enabled, the VMCB is checked and owned by this CPU, addresses match.
@@ -149,7 +149,7 @@
 //! A throw-away bare-metal kernel ran this crate's walkthrough run loop on QEMU 7.2.22 TCG:
 //! [`enable::enable_svm`], [`instructions::vmrun`] with VMLOAD/VMSAVE around it, and CPUID,
 //! IOIO (OUT 80h and 3F8h), VMMCALL, NPF and HLT exits, with the guest GPRs round-tripping through
-//! [`regs::GuestRegisters`]. What it showed:
+//! [`regs::VmrunGprs`]. What it showed:
 //! - CPUID Fn8000_000A: revision 1, 16 ASIDs, EDX = NP | VGIF | NestedVirtVmcbAddrChk (no NRIP
 //!   save, no clean bits, no decode assists); nRIP reads 0 on every exit.
 //! - IOIO EXITINFO1 for `OUT 80h, AL` is `0x0080_0010`: SZ8 but *no* address-size bit, so

@@ -1,17 +1,24 @@
-//! Guest general-purpose registers that VMRUN does not save.
+//! The guest general-purpose registers that VMRUN does not switch.
 //!
 //! Manual: AMD64 Architecture Programmer's Manual Volume 2: System Programming, Publication
 //! No. 24593, Revision 3.42, March 2024 — Section 15.5.1 "Basic Operation" (VMRUN loads RAX, RSP
 //! and RIP from the VMCB; the other GPRs keep whatever the host left in them) and Section 15.6
 //! "#VMEXIT" (on exit they hold the guest's values).
 //!
-//! [`crate::instructions::vmrun`] loads these from a [`GuestRegisters`] before VMRUN and stores
-//! them back after #VMEXIT. RAX and RSP live in the VMCB state save area.
+//! [`crate::instructions::vmrun`] loads these from a [`VmrunGprs`] before VMRUN and stores them
+//! back after #VMEXIT. RAX and RSP live in the VMCB state save area
+//! ([`crate::vmcb::StateSaveArea::rax`], [`crate::vmcb::StateSaveArea::rsp`]).
+//!
+//! This is a save area for that one wrapper, not a general register file: a vendor-neutral
+//! `GuestRegisters` with RAX (which VMX does not save either) and the accessors by instruction
+//! encoding number (as exit information and decode assists name registers) is hvkit-vcpu's,
+//! whose world switches use it.
 
-/// The guest GPRs that the VMCB does not hold (everything but RAX and RSP).
+/// The guest GPRs that the VMCB does not hold (everything but RAX and RSP), in the order
+/// [`crate::instructions::vmrun`] reaches them by `offset_of!`.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
-pub struct GuestRegisters {
+pub struct VmrunGprs {
     /// RBX.
     pub rbx: u64,
     /// RCX.
@@ -42,69 +49,4 @@ pub struct GuestRegisters {
     pub r15: u64,
 }
 
-impl GuestRegisters {
-    /// Register `n` in instruction-encoding order (0 = RAX … 15 = R15), as decode assists report
-    /// it; RAX (0) and RSP (4) are in the VMCB, so they return `None`, as does `n > 15`.
-    #[must_use]
-    pub fn get(&self, n: u8) -> Option<u64> {
-        Some(match n {
-            1 => self.rcx,
-            2 => self.rdx,
-            3 => self.rbx,
-            5 => self.rbp,
-            6 => self.rsi,
-            7 => self.rdi,
-            8 => self.r8,
-            9 => self.r9,
-            10 => self.r10,
-            11 => self.r11,
-            12 => self.r12,
-            13 => self.r13,
-            14 => self.r14,
-            15 => self.r15,
-            _ => return None,
-        })
-    }
-
-    /// Writes register `n` (see [`GuestRegisters::get`]); returns `false` for RAX, RSP or
-    /// `n > 15`, which it does not hold.
-    pub fn set(&mut self, n: u8, value: u64) -> bool {
-        let slot = match n {
-            1 => &mut self.rcx,
-            2 => &mut self.rdx,
-            3 => &mut self.rbx,
-            5 => &mut self.rbp,
-            6 => &mut self.rsi,
-            7 => &mut self.rdi,
-            8 => &mut self.r8,
-            9 => &mut self.r9,
-            10 => &mut self.r10,
-            11 => &mut self.r11,
-            12 => &mut self.r12,
-            13 => &mut self.r13,
-            14 => &mut self.r14,
-            15 => &mut self.r15,
-            _ => return false,
-        };
-        *slot = value;
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encoding_order() {
-        let mut regs = GuestRegisters::default();
-        assert!(regs.set(3, 0xB));
-        assert!(regs.set(15, 0xF));
-        assert!(!regs.set(0, 1));
-        assert!(!regs.set(4, 1));
-        assert!(!regs.set(16, 1));
-        assert_eq!(regs.rbx, 0xB);
-        assert_eq!(regs.get(15), Some(0xF));
-        assert_eq!(regs.get(4), None);
-    }
-}
+const _: () = assert!(size_of::<VmrunGprs>() == 14 * 8);

@@ -9,6 +9,12 @@
 //! [`GuestRegisters`] is `#[repr(C)]`; the world-switch assembly reaches its fields through the
 //! `OFFSET_*` constants, which are `offset_of!` values, never hand-written numbers. RSP is not
 //! here: both vendors keep it in the VMCS/VMCB, and the vCPU reads it lazily.
+//!
+//! This is hvkit's one general register file, with the accessors by instruction-encoding number.
+//! `hvkit_svm::regs::VmrunGprs` is only the save area of `hvkit_svm::instructions::vmrun`: it
+//! leaves out RAX as well, because VMRUN loads and #VMEXIT stores RAX in the VMCB (APM 15.5.1),
+//! whereas VMX saves no GPR but RSP, so this type carries RAX and the SVM backend copies it to
+//! and from the VMCB around each VMRUN.
 
 use core::mem::offset_of;
 

@@ -23,7 +23,7 @@ use hvkit_svm::exit::{Exit, ExitCode, NpfErrorCode};
 use hvkit_svm::features::{HostCapabilities, SvmFeatureFlags};
 use hvkit_svm::instructions::{HardwareCpuid, HardwareSvmMsrs, clgi, stgi, vmload, vmrun, vmsave};
 use hvkit_svm::intercept::{MiscIntercepts1, MiscIntercepts2};
-use hvkit_svm::regs::GuestRegisters;
+use hvkit_svm::regs::VmrunGprs;
 use hvkit_svm::segment::Segment;
 use hvkit_svm::setup::LongModeGuest;
 use hvkit_svm::vmcb::{Intercepts, NestedControl, TlbControl, Vmcb};
@@ -208,7 +208,7 @@ unsafe fn world_switch(
     guest_pa: PhysAddr,
     host: &mut Vmcb,
     host_pa: PhysAddr,
-    regs: &mut GuestRegisters,
+    regs: &mut VmrunGprs,
 ) {
     // SAFETY: forwarded from this function's contract. GIF stays clear from CLGI to STGI, so the
     // host takes nothing while its FS/GS/TR state is the guest's.
@@ -332,7 +332,7 @@ pub fn run() -> ! {
 
     // Illegal VMCBs (APM 15.5.1): `check_vmcb` must flag each, and VMRUN must refuse those the
     // emulators are known to check (these three: Bochs and QEMU TCG 7.2 both refuse them).
-    let mut regs = GuestRegisters::default();
+    let mut regs = VmrunGprs::default();
     let (efer, cr0) = (guest.save().efer(), guest.save().cr0());
     let illegal: [IllegalVmcb; 3] = [
         (
@@ -381,7 +381,7 @@ pub fn run() -> ! {
         guest.set_rsp(stack);
         guest.mark_all_dirty();
     }
-    regs = GuestRegisters::default();
+    regs = VmrunGprs::default();
 
     // Take the probe page out of the nested table: the guest's first access to it must exit.
     let probe = svm_probe_page.phys();
