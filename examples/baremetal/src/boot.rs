@@ -399,3 +399,108 @@ pub fn command_line(magic: u32, info: u32) -> &'static str {
         _ => "",
     }
 }
+
+/// A boot module the loader placed in memory (multiboot1 `mods`, Multiboot 0.6.96 §3.3;
+/// multiboot2 tag type 3 "Modules", Multiboot2 §3.6.6).
+#[derive(Debug, Clone, Copy)]
+pub struct BootModule {
+    /// Its bytes, `mod_start .. mod_end`.
+    pub bytes: &'static [u8],
+    /// Its string (GRUB's `module2 FILE STRING…` and QEMU's `-initrd "FILE ARGS"` both make it
+    /// start with the file name when the configuration writes it so).
+    pub string: &'static str,
+}
+
+/// Most boot modules read.
+pub const MAX_BOOT_MODULES: usize = 8;
+
+/// The boot modules, in the loader's order.
+#[derive(Debug, Clone, Copy)]
+pub struct BootModules {
+    list: [Option<BootModule>; MAX_BOOT_MODULES],
+}
+
+impl BootModules {
+    /// The modules.
+    pub fn iter(&self) -> impl Iterator<Item = &BootModule> {
+        self.list.iter().map_while(Option::as_ref)
+    }
+
+    fn push(&mut self, module: BootModule) {
+        if let Some(slot) = self.list.iter_mut().find(|m| m.is_none()) {
+            *slot = Some(module);
+        }
+    }
+}
+
+/// A module's bytes.
+///
+/// # Safety
+/// - `start..end` is identity-mapped memory the boot loader filled and that nothing writes
+///   any more.
+unsafe fn module_bytes(start: u32, end: u32) -> &'static [u8] {
+    let len = end.saturating_sub(start) as usize;
+    // SAFETY: forwarded to the caller; an empty module gets an empty slice.
+    unsafe { core::slice::from_raw_parts(start as usize as *const u8, len) }
+}
+
+/// The boot modules (at most [`MAX_BOOT_MODULES`]): multiboot1 `flags` bit 3 with
+/// `mods_count` (offset 20) entries of 16 bytes at `mods_addr` (offset 24); multiboot2 tags of
+/// type 3 (`mod_start`, `mod_end`, then the string).
+///
+/// Modules lie outside this kernel's image (both loaders place them above the end of its
+/// `.bss`, and every frame this kernel hands out, guest RAM included, comes from a pool inside
+/// that `.bss`), so nothing here ever writes them.
+pub fn modules(magic: u32, info: u32) -> BootModules {
+    let mut found = BootModules {
+        list: [None; MAX_BOOT_MODULES],
+    };
+    let info = u64::from(info);
+    match magic {
+        MULTIBOOT1_MAGIC => {
+            // SAFETY: QEMU/GRUB pass the information structure in EBX, below 4 GiB (mapped).
+            let flags = unsafe { read_u32(info) };
+            if flags & (1 << 3) == 0 {
+                return found;
+            }
+            // SAFETY: as above; `mods_count`/`mods_addr` are valid because flags bit 3 is set.
+            let (count, table) = unsafe { (read_u32(info + 20), read_u32(info + 24)) };
+            for i in 0..count.min(MAX_BOOT_MODULES as u32) {
+                let entry = u64::from(table) + 16 * u64::from(i);
+                // SAFETY: the loader's module list: `count` entries of 16 bytes, each with the
+                // module's bounds and string, which it placed outside this kernel.
+                found.push(unsafe {
+                    BootModule {
+                        bytes: module_bytes(read_u32(entry), read_u32(entry + 4)),
+                        string: c_string(u64::from(read_u32(entry + 8))),
+                    }
+                });
+            }
+        }
+        MULTIBOOT2_MAGIC => {
+            // SAFETY: GRUB passes the 8-byte aligned information in EBX, below 4 GiB (mapped).
+            let total = u64::from(unsafe { read_u32(info) });
+            let mut tag = info + 8;
+            while tag + 8 <= info + total {
+                // SAFETY: a tag header inside the information's `total_size`.
+                let (kind, size) = unsafe { (read_u32(tag), read_u32(tag + 4)) };
+                if kind == 0 || size < 8 {
+                    break;
+                }
+                if kind == 3 && size >= 17 {
+                    // SAFETY: a module tag: its bounds, then its NUL-terminated string; the
+                    // module lies outside this kernel.
+                    found.push(unsafe {
+                        BootModule {
+                            bytes: module_bytes(read_u32(tag + 8), read_u32(tag + 12)),
+                            string: c_string(tag + 16),
+                        }
+                    });
+                }
+                tag += (u64::from(size) + 7) & !7;
+            }
+        }
+        _ => {}
+    }
+    found
+}

@@ -82,7 +82,7 @@ macro_rules! image {
 
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
+pub(crate) enum Ended {
     /// The guest reported this result on [`REPORT_PORT`].
     Report(u32),
     /// The host's handler stopped the run (after a shutdown exit, say).
@@ -93,7 +93,7 @@ enum Ended {
 
 /// What a handler wants done with an exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
+pub(crate) enum Flow {
     /// Handled: run the guest again.
     Resume,
     /// Not handled: apply `Vcpu::handle_default`.
@@ -123,15 +123,42 @@ impl Outcome {
 }
 
 /// A guest under construction and its run.
-struct Run<'p> {
-    name: &'static str,
-    vcpu: Vcpu<'p, BumpPlatform>,
-    counts: ExitCounts,
-    host_pass: bool,
-    guest_pass: bool,
+pub(crate) struct Run<'p> {
+    pub(crate) name: &'static str,
+    pub(crate) vcpu: Vcpu<'p, BumpPlatform>,
+    pub(crate) counts: ExitCounts,
+    pub(crate) host_pass: bool,
+    pub(crate) guest_pass: bool,
 }
 
 impl<'p> Run<'p> {
+    /// A vCPU for `config` with no RAM yet (the caller adds it), nothing intercepted beyond
+    /// hvkit-vcpu's defaults.
+    pub(crate) fn empty(
+        platform: &'p BumpPlatform,
+        name: &'static str,
+        config: &VcpuConfig,
+    ) -> Option<Self> {
+        // SAFETY: ring 0 in 64-bit mode on the only CPU, which never leaves; no other vCPU
+        // exists (each run drops its vCPU before the next is made); the host's GDT, segments,
+        // CRs and MSRs do not change while it lives; the guests only reach the ports and MSRs
+        // left open (the PIC is masked, so it cannot take the host's interrupts either).
+        let vcpu = unsafe { Vcpu::new(platform, config) };
+        match vcpu {
+            Ok(vcpu) => Some(Self {
+                name,
+                vcpu,
+                counts: ExitCounts::new(),
+                host_pass: true,
+                guest_pass: false,
+            }),
+            Err(e) => {
+                println!("FAIL {name}: Vcpu::new: {e:?}");
+                None
+            }
+        }
+    }
+
     /// A vCPU in `state` with 2 MiB of RAM at 0, `image` at `load`, the report ports
     /// intercepted.
     fn new(
@@ -141,49 +168,33 @@ impl<'p> Run<'p> {
         image: &[u8],
         load: u64,
     ) -> Option<Self> {
-        // SAFETY: ring 0 in 64-bit mode on the only CPU, which never leaves; no other vCPU
-        // exists (each run drops its vCPU before the next is made); the host's GDT, segments,
-        // CRs and MSRs do not change while it lives; the guests only reach the ports and MSRs
-        // left open (the PIC is masked, so it cannot take the host's interrupts either).
-        let vcpu = unsafe { Vcpu::new(platform, config) };
-        let mut vcpu = match vcpu {
-            Ok(v) => v,
-            Err(e) => {
-                println!("FAIL {name}: Vcpu::new: {e:?}");
-                return None;
-            }
-        };
-        let loaded = vcpu
-            .add_ram(GuestPhysAddr::ZERO, RAM)
-            .and_then(|_| vcpu.write_guest(GuestPhysAddr::new_truncate(load), image));
+        let mut run = Self::empty(platform, name, config)?;
+        let loaded = run.vcpu.add_ram(GuestPhysAddr::ZERO, RAM).and_then(|_| {
+            run.vcpu
+                .write_guest(GuestPhysAddr::new_truncate(load), image)
+        });
         if let Err(e) = loaded {
             println!("FAIL {name}: loading the guest: {e:?}");
             return None;
         }
-        vcpu.intercept_io(REPORT_PORT..=ASK_PORT, true);
+        run.vcpu.intercept_io(REPORT_PORT..=ASK_PORT, true);
         println!(
             "guest {name}: {} bytes at {load:#x} on {:?}",
             image.len(),
-            vcpu.vendor()
+            run.vcpu.vendor()
         );
-        Some(Self {
-            name,
-            vcpu,
-            counts: ExitCounts::new(),
-            host_pass: true,
-            guest_pass: false,
-        })
+        Some(run)
     }
 
     /// A host-side check.
-    fn check(&mut self, ok: bool, what: core::fmt::Arguments<'_>) {
+    pub(crate) fn check(&mut self, ok: bool, what: core::fmt::Arguments<'_>) {
         println!("{} {}: {what}", if ok { "ok" } else { "FAIL" }, self.name);
         self.host_pass &= ok;
     }
 
     /// Runs the guest until it reports (or `handler` stops it), for at most `limit` exits.
     /// `handler` sees every exit first; what it leaves goes to `handle_default`.
-    fn drive(
+    pub(crate) fn drive(
         &mut self,
         limit: u64,
         mut handler: impl FnMut(&mut Vcpu<'p, BumpPlatform>, &Exit) -> Result<Flow, VcpuError>,
@@ -235,7 +246,7 @@ impl<'p> Run<'p> {
     }
 
     /// Records the guest's verdict from how the run ended.
-    fn verdict(&mut self, ended: Ended) {
+    pub(crate) fn verdict(&mut self, ended: Ended) {
         self.guest_pass = match ended {
             Ended::Report(0) => true,
             Ended::Report(code) => {
@@ -248,7 +259,7 @@ impl<'p> Run<'p> {
     }
 
     /// Prints the summary and returns the outcome (dropping the vCPU).
-    fn finish(self) -> Outcome {
+    pub(crate) fn finish(self) -> Outcome {
         let outcome = Outcome {
             name: self.name,
             counts: self.counts,
@@ -296,7 +307,8 @@ fn protected<'p>(platform: &'p BumpPlatform, name: &'static str, image: &[u8]) -
     Run::new(platform, name, &config, image, LOAD)
 }
 
-fn failed(name: &'static str) -> Outcome {
+/// The outcome of a run that could not start (the reason is already printed).
+pub(crate) fn failed(name: &'static str) -> Outcome {
     let outcome = Outcome {
         name,
         counts: ExitCounts::new(),

@@ -7,6 +7,8 @@
 mod boot;
 mod frames;
 mod guests;
+mod mbkernel;
+mod mbload;
 mod platform;
 mod serial;
 mod svm_smoke;
@@ -64,7 +66,8 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("caps="))
                 .unwrap_or("");
-            if let Some((pass, exits)) = guest_case(case, caps, &platform) {
+            let modules = boot::modules(magic, info);
+            if let Some((pass, exits)) = guest_case(case, caps, &platform, &modules) {
                 serial::finish(pass, exits)
             }
         }
@@ -90,8 +93,14 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
 
 /// Runs the guest case `case` (`None` if it is not one), with the emulator capabilities the
 /// runner passed in `caps` (`no-shutdown-exit`: a guest triple fault is not reported as a
-/// shutdown exit). Returns whether it passed and its exits.
-fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Option<(bool, u64)> {
+/// shutdown exit) and the boot modules (the `mbkernel` case's guest kernel). Returns whether
+/// it passed and its exits.
+fn guest_case(
+    case: &str,
+    caps: &str,
+    platform: &platform::BumpPlatform,
+    modules: &boot::BootModules,
+) -> Option<(bool, u64)> {
     guests::mask_pic();
     let outcome = match case {
         "cpuid" => guests::cpuid(platform),
@@ -128,6 +137,7 @@ fn guest_case(case: &str, caps: &str, platform: &platform::BumpPlatform) -> Opti
             let xsetbv_exit = !caps.split(',').any(|c| c == "no-xsetbv-intercept");
             guests::fpu(platform, case == "fpu-legacy", xsetbv_exit)
         }
+        "mbkernel" => mbkernel::run(platform, modules),
         "demo" => return Some(demo(platform)),
         _ => return None,
     };

@@ -51,8 +51,9 @@ fn write_byte(byte: u8) {
     outb(COM1, byte);
 }
 
-/// Waits until the UART has sent every byte (the emulators drop what is still in flight).
-fn drain() {
+/// Waits until the UART has sent every byte (the emulators drop what is still in flight, and a
+/// guest that resets the FIFOs drops what is still queued).
+pub fn drain() {
     while inb(COM1 + 5) & LSR_TRANSMITTER_EMPTY == 0 {
         core::hint::spin_loop();
     }
