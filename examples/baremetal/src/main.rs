@@ -128,7 +128,6 @@ fn guest_case(
             ));
         }
         "hostile-loop-1m" => guests::exit_loop(platform, "hostile-loop-1m", 1_000_000),
-        "hostile-loop-200k" => guests::exit_loop(platform, "hostile-loop-200k", 200_000),
         "exitcost" => guests::exit_cost(platform).0,
         "entryfail" => guests::entry_failure(platform),
         "bluepill" => guests::bluepill(platform),
