@@ -112,32 +112,42 @@
 //! exit, and `svm_clean_bits` the share of VMRUNs that re-enter with every VMCB area clean.
 //!
 //! # Proven on emulated hardware
-//! A throw-away bare-metal kernel (a copy of `examples/baremetal` with one more case) ran this
-//! crate under Bochs 2.7 (`corei7_skylake_x`, VMX with EPT) and QEMU 7.2 TCG (`-cpu max`, SVM
-//! with NPT), with the same code on both:
-//! - a 32-bit unpaged guest (unrestricted guest on VMX): CPUID of the hvkit leaves, OUT/IN of an
-//!   intercepted port, a PING hypercall (VMCALL or VMMCALL as leaf 0x4000_0001 says), a read of
-//!   unmapped memory answered by [`Vcpu::add_ram`] on demand, XSETBV/XGETBV of the guest's own
-//!   XCR0 (with the host using XSAVE), 1000 CPUID exits, HLT;
-//! - a real-mode guest and a 4-level long-mode guest; a "blue pill" guest made by
-//!   `capture::current_state` running the host's own code through an identity EPT/NPT, where
-//!   Rust code in the guest found hvkit and called PING with [`hypercall::guest`];
-//! - REP OUTSB / REP INSD through [`Vcpu::complete_string_io`]; a #PF with error code and CR2
-//!   injected by the host ([`Vcpu::set_cr2`], [`Vcpu::inject`]) and taken by the guest's IDT;
-//!   an interrupt queued while IF = 0 and delivered at the interrupt window after STI and its
-//!   shadow;
-//! - a million CPUID exits: no frame allocated per exit, the same cost per exit at the end as
-//!   at the start;
-//! - a hostile guest: a write outside its memory (a nested-page fault to the caller), VMXON or
-//!   VMRUN (#UD), then a triple fault ([`ExitKind::Shutdown`]).
+//! `cargo xtask e2e` (part of `cargo xtask test`) boots `examples/baremetal` under Bochs 2.7
+//! (`corei7_skylake_x`: VMX with EPT; `trinity_apu`: SVM with NRIP save) and QEMU 7.2 TCG
+//! (`-cpu max`: SVM with NPT, no NRIP save), and runs each guest of `examples/guests` through
+//! this crate's [`Vcpu`], the same host code on both vendors, on vmx/bochs, svm/qemu and
+//! svm/bochs (the case names are those of `tests/tests/e2e.rs`; `cargo xtask e2e <case>` runs
+//! one):
+//! - `cpuid`, `io`, `msr`, `hlt`, `hypercall`: the hvkit CPUID leaves; IN/OUT of every size and
+//!   the string forms through [`Vcpu::complete_string_io`]; intercepted and passed-through MSRs
+//!   and #GP for the MSRs hvkit keeps; HLT; PING, user and unknown hypercalls (VMCALL or VMMCALL
+//!   as leaf 0x4000_0001 says);
+//! - `npf`: reads and writes of unmapped memory answered by [`Vcpu::add_ram`] on demand;
+//! - `exception`: #DE, #GP with an error code and #PF with CR2 injected by the host
+//!   ([`Vcpu::set_cr2`], [`Vcpu::inject`]) and taken by the guest's IDT; an interrupt queued
+//!   while IF = 0 and delivered at the interrupt window after STI and its shadow;
+//! - `realmode`, `paging`: a real-mode guest (unrestricted guest on VMX) and a guest that builds
+//!   its own 4-level tables, enters long mode and switches CR3;
+//! - `bluepill`: the guest is the host's own state from `capture::current_state`, running the
+//!   host's code through an identity EPT/NPT; Rust code in the guest finds hvkit and calls PING
+//!   with [`hypercall::guest`];
+//! - `hostile`, `hostile-loop-*`, `entryfail`: a write outside the guest's memory (a nested-page
+//!   fault to the caller, the host frame at that address intact), VMXON or VMRUN (#UD), a triple
+//!   fault ([`ExitKind::Shutdown`]), then another guest on the same host; a long CPUID loop with
+//!   no frame allocated per exit and no slowdown; a guest state the processor refuses
+//!   ([`ExitKind::EntryFailure`], twice);
+//! - `extint`, `fpu`, `fpu-legacy`: external-interrupt exiting
+//!   ([`VcpuConfig::external_interrupt_exiting`]); guest and host XMM registers and XCR0 kept
+//!   apart across exits, with and without the guest using XSAVE;
+//! - `exitcost`: CPUID round trips timed with the guest's TSC, printed on the e2e line (a
+//!   relative figure: 800–1100 cycles under Bochs, 60 000–160 000 under QEMU TCG depending on
+//!   the host's load; emulators, not hardware).
 //!
-//! The same cases ran under Bochs' SVM model (`trinity_apu`, with NRIP save) too, except the
-//! triple fault: Bochs 2.7 does not turn a guest triple fault into #VMEXIT(SHUTDOWN) (it panics,
-//! or resets the machine with `reset_on_triple_fault=1`). Bochs' SVM also does not load CR2 from
-//! the VMCB, which [`Vcpu::set_cr2`] works around.
-//!
-//! Measured: a CPUID round trip costs about 910 guest TSC cycles under Bochs and about 60 000
-//! under QEMU TCG (relative figures; emulators, not hardware).
+//! Bochs 2.7's SVM model does not turn a guest triple fault into #VMEXIT(SHUTDOWN) (it panics, or
+//! resets the machine with `reset_on_triple_fault=1`), so the `hostile` run skips that step there
+//! (the runner passes `caps=no-shutdown-exit`); Bochs' SVM also does not load CR2 from the VMCB, which
+//! [`Vcpu::set_cr2`] works around. The Linux kernel module (`examples/linux-module`, `cargo xtask
+//! linux-module`) runs the same API as a blue pill under every CPU of a running Linux kernel.
 //!
 //! # Guarantees and limits
 //! - Guest behaviour never panics the host: unknown exits are [`ExitKind::Other`], malformed

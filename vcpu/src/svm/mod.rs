@@ -17,20 +17,24 @@
 //! 24593, Revision 3.42, March 2024, Chapter 15 "Secure Virtual Machine".
 //!
 //! # Run on the emulators
-//! A scratch bare-metal kernel drove this backend through [`crate::Vcpu`] on QEMU 7.2 TCG
-//! (`-cpu max`: nested paging, no NRIP save, no decode assists, no clean bits) and on Bochs 2.7
-//! (`trinity_apu`: NRIP save and FlushByAsid, no decode assists), with both decoders (the
-//! built-in one without an allocator, `iced-x86` with a bump allocator; iced's tables took
-//! 359 KiB of heap). Every guest passed on both:
-//! - 32-bit protected mode: CPUID with a redundant CS prefix (skipped by its decoded length, 3),
-//!   OUT/IN through the IOPM (next RIP from EXITINFO2), VMMCALL PING, MOV CR4 with a host-owned
-//!   bit (GPR from the decoder), a write to an unmapped GPA served by mapping on demand, HLT;
-//! - real mode at 0000:7C00 and 64-bit long mode with the guest's own 4-level tables (decoding
-//!   through the 2-D walker);
-//! - events: #UD and #GP(18h) injected into the guest's handlers, an interrupt (vector 40h) held
+//! The e2e runs (`cargo xtask e2e`, the svm/qemu and svm/bochs cases of `tests/tests/e2e.rs`)
+//! drive this backend through [`crate::Vcpu`] on QEMU 7.2 TCG (`-cpu max`: nested paging, no
+//! NRIP save, no decode assists, no clean bits) and on Bochs 2.7 (`trinity_apu`: NRIP save and
+//! FlushByAsid, no decode assists). `examples/baremetal` builds hvkit-vcpu with
+//! `default-features = false`, so those runs use the built-in decoder (no allocator); the
+//! `iced-x86` decoder is covered by this crate's host tests, and when it was added it also
+//! passed these guests on both emulators with a bump allocator (its tables took 359 KiB of
+//! heap). The cases that exercise this backend's own paths:
+//! - `cpuid`, `io`, `hypercall`, `hlt`, `npf`: instructions skipped by their decoded length
+//!   without NRIP save (QEMU), OUT/IN through the IOPM (next RIP from EXITINFO2), VMMCALL PING,
+//!   a write to an unmapped GPA served by mapping on demand;
+//! - `realmode`, `paging`: real mode and 64-bit long mode with the guest's own 4-level tables
+//!   (decoding through the 2-D walker);
+//! - `exception`: #DE, #GP(18h) and #PF injected into the guest's handlers, an interrupt held
 //!   back while RFLAGS.IF = 0 and delivered at the VINTR window;
-//! - hostile: VMRUN in the guest → #UD → triple fault → [`crate::ExitKind::Shutdown`]; a state with
-//!   CR0.NW without CD refused before VMRUN with the rule named.
+//! - `hostile`, `entryfail`: VMRUN in the guest → #UD → triple fault →
+//!   [`crate::ExitKind::Shutdown`] (QEMU); a state with CR0.NW without CD refused before VMRUN
+//!   with the rule named.
 //!
 //! Without [`crate::VcpuConfig::external_interrupt_exiting`], physical interrupts go to the guest
 //! (no INTR intercept): on these emulators the BIOS leaves the PIT running through the PIC at
