@@ -13,8 +13,10 @@ use crate::steps::{Result, announce, cargo, ensure_rustup, root};
 
 /// The Debian packages the emulator runs need (see `../shared/EMULATORS.md`): Bochs with its
 /// BIOS images and the SDL display that runs headless, GRUB's rescue-ISO tooling (Bochs has no
-/// `-kernel`), and QEMU.
+/// `-kernel`), QEMU (`qemu-system-x86_64`, and `qemu-system-i386` for the guest kernel's native
+/// run), and binutils (`as --32`, `ld -m elf_i386` build `examples/guests/mbkernel`).
 const DEBIAN_PACKAGES: &[&str] = &[
+    "binutils",
     "bochs",
     "bochsbios",
     "vgabios",
@@ -28,8 +30,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
 
 /// The programs the runs call, for machines without `dpkg`.
 const COMMANDS: &[&str] = &[
+    "as",
+    "ld",
     "bochs",
     "qemu-system-x86_64",
+    "qemu-system-i386",
     "grub-mkrescue",
     "xorriso",
     "mformat",
