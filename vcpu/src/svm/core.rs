@@ -860,15 +860,20 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     /// [`VcpuError::WrongExit`] unless the last exit was CPUID; skipping errors.
     pub fn complete_cpuid(
         &mut self,
-        host: impl FnOnce(u32, u32) -> CpuIdResult,
+        host: impl Fn(u32, u32) -> CpuIdResult,
     ) -> Result<(), VcpuError> {
         let Some(ExitKind::Cpuid { leaf, subleaf }) = self.last_kind() else {
             return Err(VcpuError::WrongExit("CPUID"));
         };
         let osxsave = self.cpuid.needs_guest_cr4(leaf) && self.vmcb.save().cr4() & CR4_OSXSAVE != 0;
-        let r = self
+        let mut r = self
             .cpuid
             .apply(leaf, subleaf, host(leaf, subleaf), osxsave, Vendor::Amd);
+        // The host runs CPUID with its own XCR0 loaded: the size of the XSAVE area for the
+        // enabled components (leaf 0Dh, subleaf 0, EBX) must follow the guest's XCR0 instead.
+        if leaf == 0xd && subleaf == 0 {
+            r.ebx = crate::cpuid::xsave_size(self.xcr0, &host);
+        }
         common::set_cpuid_result(&mut self.regs, r);
         self.skip_instruction()
     }
@@ -912,7 +917,7 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
     /// Skipping errors.
     pub fn handle_default(
         &mut self,
-        host: impl FnOnce(u32, u32) -> CpuIdResult,
+        host: impl Fn(u32, u32) -> CpuIdResult,
     ) -> Result<bool, VcpuError> {
         let Some(kind) = self.last_kind() else {
             return Ok(false);

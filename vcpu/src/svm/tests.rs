@@ -840,3 +840,38 @@ fn a_blue_pill_state_passes_the_checks() {
     let mut c: TestCore = SvmCore::new(vmcb, caps(NP));
     assert_eq!(c.efer().unwrap(), s.efer & !crate::state::EFER_SVME);
 }
+
+#[test]
+fn xsave_area_size_follows_the_guest_xcr0_not_the_host_one() {
+    // Host: x87+SSE (576 bytes) ends at 576, AVX (component 2) at 576 + 256.
+    let host = |leaf: u32, subleaf: u32| match (leaf, subleaf) {
+        (0xd, 0) => CpuIdResult {
+            eax: 7,
+            ebx: 576,
+            ecx: 832,
+            edx: 0,
+        },
+        (0xd, 2) => CpuIdResult {
+            eax: 256,
+            ebx: 576,
+            ecx: 0,
+            edx: 0,
+        },
+        _ => host_cpuid(leaf, subleaf),
+    };
+    for (xcr0, size) in [(3, 576), (7, 832)] {
+        let mut c = core(NP);
+        c.xcr0 = xcr0;
+        c.regs.rax = 0xd;
+        c.regs.rcx = 0;
+        assert_eq!(
+            exit(&mut c, ExitCode::CPUID, 0, 0),
+            ExitKind::Cpuid {
+                leaf: 0xd,
+                subleaf: 0
+            }
+        );
+        c.complete_cpuid(host).unwrap();
+        assert_eq!(c.regs.rbx, size, "guest XCR0 {xcr0:#x}");
+    }
+}
