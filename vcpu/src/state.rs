@@ -406,6 +406,9 @@ impl GuestState {
 
     /// 64-bit long mode with 4-level paging rooted at guest-physical `cr3`, flat segments (CS
     /// 0x08, data 0x10, TR 0x18), SSE enabled, NX enabled, at `rip` with the stack at `rsp`.
+    /// As in [`protected_mode_flat`](Self::protected_mode_flat), GDTR and IDTR are empty: the
+    /// guest loads its own tables before reloading a segment register or taking an interrupt
+    /// or exception (or the caller sets [`gdtr`](Self::gdtr) and [`idtr`](Self::idtr)).
     #[must_use]
     pub fn long_mode_flat(cr3: u64, rip: u64, rsp: u64) -> Self {
         let mut s = Self::base(
