@@ -1,16 +1,24 @@
 //! Reading the running processor's state: the host state a VMCS restores on exit, the state a
-//! "blue-pill" guest starts from, and the host's CPUID/XCR0 facts.
+//! "blue-pill" guest starts from (with [`SyscallMsrs`], which a [`GuestState`] does not
+//! describe), and the host's CPUID/XCR0 facts; and the way back: loading the guest's values of
+//! the state the world switch keeps in the VMCS/VMCB into the processor when a blue-pill guest
+//! continues natively (`crate::Vcpu::load_native_state`).
 //!
 //! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
 //! Number 325462-086US, December 2024: Vol. 3A 3.4.5 "Segment Descriptors", 8.2.3 "TSS
 //! Descriptor in 64-bit mode" (16-byte system descriptors), 2.5 "Control Registers"; Vol. 3C
 //! 25.5 "Host-State Area"; Vol. 4 Table 2-2 (IA32_FS_BASE C000_0100H, IA32_GS_BASE C000_0101H,
-//! IA32_EFER C000_0080H, IA32_PAT 277H, IA32_SYSENTER_CS/ESP/EIP 174H–176H).
-// UNSAFETY: reads control registers, segment registers, descriptor tables and MSRs, which only
-// ring 0 may do, and reads the GDT through its linear address.
+//! IA32_EFER C000_0080H, IA32_PAT 277H, IA32_SYSENTER_CS/ESP/EIP 174H–176H, IA32_STAR
+//! C000_0081H, IA32_LSTAR C000_0082H, IA32_CSTAR C000_0083H, IA32_FMASK C000_0084H,
+//! IA32_KERNEL_GS_BASE C000_0102H), Vol. 3C 28.5 "Loading Host State" (what a VM exit replaces);
+//! AMD64 Architecture Programmer's Manual Volume 2: System Programming, Publication No. 24593,
+//! Revision 3.42, March 2024, 15.5.2 "VMSAVE and VMLOAD Instructions" (the state SVM keeps in
+//! the VMCB).
+// UNSAFETY: reads and writes control registers, segment registers, descriptor tables and MSRs,
+// which only ring 0 may do, and reads the GDT through its linear address.
 #![expect(
     unsafe_code,
-    reason = "privileged register reads and GDT access at ring 0"
+    reason = "privileged register reads and writes and GDT access at ring 0"
 )]
 
 use core::arch::asm;
@@ -30,6 +38,153 @@ pub(crate) unsafe fn rdmsr(msr: u32) -> u64 {
             options(nostack, nomem, preserves_flags));
     }
     (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Writes an MSR.
+///
+/// # Safety
+/// - CPL 0, `msr` exists on this processor and `value` is valid for it;
+/// - the new value is one the code running afterwards expects (it changes processor behaviour).
+pub(crate) unsafe fn wrmsr(msr: u32, value: u64) {
+    #[expect(clippy::cast_possible_truncation, reason = "splitting into EDX:EAX")]
+    let (low, high) = (value as u32, (value >> 32) as u32);
+    // SAFETY: the caller's obligations.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") low, in("edx") high,
+            options(nostack, nomem, preserves_flags));
+    }
+}
+
+/// IA32_STAR.
+const IA32_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR.
+const IA32_LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR.
+const IA32_CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK (SFMASK in the APM).
+const IA32_FMASK: u32 = 0xc000_0084;
+/// IA32_KERNEL_GS_BASE.
+const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// IA32_FS_BASE.
+const IA32_FS_BASE: u32 = 0xc000_0100;
+/// IA32_GS_BASE.
+const IA32_GS_BASE: u32 = 0xc000_0101;
+/// IA32_SYSENTER_CS, _ESP, _EIP.
+const IA32_SYSENTER_CS: u32 = 0x174;
+const IA32_SYSENTER_ESP: u32 = 0x175;
+const IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_EFER.
+const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_PAT.
+const IA32_PAT: u32 = 0x277;
+
+/// The SYSCALL/SWAPGS MSRs, which a [`GuestState`] does not describe: SVM keeps them in the
+/// VMCB and VMLOAD loads them at every entry (APM 15.5.2 "VMSAVE and VMLOAD Instructions"), VMX
+/// leaves them to the processor (the guest sees the host's values).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SyscallMsrs {
+    /// IA32_KERNEL_GS_BASE (KernelGsBase, swapped with GS base by SWAPGS).
+    pub kernel_gs_base: u64,
+    /// IA32_STAR (SYSCALL/SYSRET selectors).
+    pub star: u64,
+    /// IA32_LSTAR (64-bit SYSCALL entry).
+    pub lstar: u64,
+    /// IA32_CSTAR (compatibility-mode SYSCALL entry).
+    pub cstar: u64,
+    /// IA32_FMASK / SFMASK (RFLAGS bits SYSCALL clears).
+    pub sfmask: u64,
+}
+
+impl SyscallMsrs {
+    /// This processor's values.
+    ///
+    /// # Safety
+    /// - CPL 0 on a 64-bit processor (the five MSRs exist whenever long mode does).
+    #[must_use]
+    pub unsafe fn current() -> Self {
+        // SAFETY: CPL 0 and long mode (the caller's obligations), so the MSRs exist.
+        let msr = |index: u32| unsafe { rdmsr(index) };
+        Self {
+            kernel_gs_base: msr(IA32_KERNEL_GS_BASE),
+            star: msr(IA32_STAR),
+            lstar: msr(IA32_LSTAR),
+            cstar: msr(IA32_CSTAR),
+            sfmask: msr(IA32_FMASK),
+        }
+    }
+}
+
+/// What a VM exit replaced with host-state values (SDM Vol. 3C 28.5 "Loading Host State": FS
+/// and GS bases, GDTR/IDTR bases with limits set to FFFFH, SYSENTER MSRs, EFER and PAT when the
+/// exit controls load them, and LDTR made unusable), with the guest's values from the VMCS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub(crate) struct VmxNativeState {
+    pub(crate) fs_base: u64,
+    pub(crate) gs_base: u64,
+    pub(crate) gdtr: DescriptorTable,
+    pub(crate) idtr: DescriptorTable,
+    pub(crate) sysenter_cs: u64,
+    pub(crate) sysenter_esp: u64,
+    pub(crate) sysenter_eip: u64,
+    pub(crate) ldtr: u16,
+    pub(crate) efer: u64,
+    pub(crate) pat: u64,
+}
+
+/// Loads a descriptor-table register pair.
+///
+/// # Safety
+/// - CPL 0; both tables are the ones the code running afterwards uses (valid, mapped).
+pub(crate) unsafe fn load_descriptor_tables(gdtr: DescriptorTable, idtr: DescriptorTable) {
+    let g = TableRegister {
+        limit: gdtr.limit,
+        base: gdtr.base,
+    };
+    let i = TableRegister {
+        limit: idtr.limit,
+        base: idtr.base,
+    };
+    // SAFETY: the caller's obligations; LGDT/LIDT read the 10 bytes of the locals.
+    unsafe {
+        asm!("lgdt [{0}]", "lidt [{1}]", in(reg) &raw const g, in(reg) &raw const i,
+            options(nostack, readonly, preserves_flags));
+    }
+}
+
+impl VmxNativeState {
+    /// Loads the guest's values into the processor (an MSR only when it differs, so EFER and
+    /// PAT are normally left alone). KernelGsBase, STAR, LSTAR, CSTAR and SFMASK need nothing:
+    /// VMX does not switch them. The TR limit (67H after an exit) is the caller's: only LTR of a
+    /// non-busy descriptor sets it.
+    ///
+    /// # Safety
+    /// - CPL 0 in 64-bit mode, VMX exited, on the processor whose VMCS gave these values, and
+    ///   the code running afterwards is the guest's (the same kernel: its GDT, IDT, GS base);
+    /// - `ldtr` is 0 or selects an LDT descriptor in that GDT.
+    pub(crate) unsafe fn load(&self) {
+        // SAFETY: the caller's obligations: the guest's own tables.
+        unsafe { load_descriptor_tables(self.gdtr, self.idtr) };
+        // SAFETY: CPL 0; LLDT of 0 makes LDTR unusable, otherwise the caller guarantees an LDT
+        // descriptor.
+        unsafe { asm!("lldt {0:x}", in(reg) self.ldtr, options(nostack, preserves_flags)) };
+        for (msr, value) in [
+            (IA32_FS_BASE, self.fs_base),
+            (IA32_GS_BASE, self.gs_base),
+            (IA32_SYSENTER_CS, self.sysenter_cs),
+            (IA32_SYSENTER_ESP, self.sysenter_esp),
+            (IA32_SYSENTER_EIP, self.sysenter_eip),
+            (IA32_EFER, self.efer),
+            (IA32_PAT, self.pat),
+        ] {
+            // SAFETY: CPL 0; these MSRs exist on every VMX processor in 64-bit mode.
+            let current = unsafe { rdmsr(msr) };
+            if current != value {
+                // SAFETY: as above; the value is the guest's, which the processor accepted at
+                // VM entry, and the guest's code runs next.
+                unsafe { wrmsr(msr, value) };
+            }
+        }
+    }
 }
 
 /// Control registers CR0, CR3, CR4.

@@ -5,11 +5,11 @@
 //! CPUID.1:ECX\[5\]); AMD64 Architecture Programmer's Manual Volume 2: System Programming,
 //! Publication No. 24593, Revision 3.42, March 2024, 15.4 "Enabling SVM" (CPUID
 //! Fn8000_0001_ECX\[SVM\]).
-// UNSAFETY: `Vcpu::new` and `Vcpu::map_ram_at` are `unsafe fn`s that pass their obligations on to
-// the backends; nothing else here is unsafe.
+// UNSAFETY: `Vcpu::new`, `Vcpu::map_ram_at` and `Vcpu::load_native_state` are `unsafe fn`s that
+// pass their obligations on to the backends or to `capture`; VMLOAD for the latter.
 #![expect(
     unsafe_code,
-    reason = "declares the unsafe constructor and RAM mapping and forwards their obligations"
+    reason = "declares the unsafe constructor, RAM mapping and native-state loading and forwards their obligations"
 )]
 
 use hvkit_paging::{GuestPhysAddr, HostPhysAddr};
@@ -512,6 +512,167 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     /// [`VcpuError::Vmcs`].
     pub fn set_cr_masks(&mut self, cr0: u64, cr4: u64) -> Result<(), VcpuError> {
         dispatch!(self, b => b.core.set_cr_masks(cr0, cr4))
+    }
+
+    /// Whether the guest's HLT exits ([`crate::ExitKind::Hlt`]; on by default). A guest that
+    /// owns the processor's interrupts (a "blue-pill" kernel, whose idle loop halts until the
+    /// next interrupt) should halt for real: with the intercept on, a host that merely skips
+    /// the instruction turns its idle loop into a busy loop of exits. SVM: the HLT intercept
+    /// (APM 15.9 "Instruction Intercepts", VMCB offset 00Ch bit 24). VMX: HLT exiting is one of
+    /// the primary controls the vCPU core keeps; not switchable here yet: returns `false`
+    /// (nothing changed).
+    pub fn set_hlt_exiting(&mut self, on: bool) -> bool {
+        match &mut self.backend {
+            Backend::Vmx(_) => false,
+            Backend::Svm(b) => {
+                let vmcb = b.core.vmcb_mut();
+                let old = vmcb.control().intercept_misc1();
+                let hlt = hvkit_svm::intercept::MiscIntercepts1::HLT;
+                let new = if on { old | hlt } else { old - hlt };
+                if new != old {
+                    vmcb.set_intercept_misc1(new);
+                }
+                true
+            }
+        }
+    }
+
+    /// Gives the guest `msrs` (KernelGsBase, STAR, LSTAR, CSTAR, SFMASK), for a guest that
+    /// continues the current processor state ("blue pill", with
+    /// [`SyscallMsrs::current`](crate::capture::SyscallMsrs::current)): a [`GuestState`] does not
+    /// describe them. SVM keeps them in the VMCB, which VMLOAD loads at every entry (APM 15.5.2
+    /// "VMSAVE and VMLOAD Instructions"): they are written there. VMX does not switch them (the
+    /// guest sees the processor's values): returns `false` and changes nothing unless they
+    /// already are the processor's.
+    pub fn set_syscall_msrs(&mut self, msrs: &crate::capture::SyscallMsrs) -> bool {
+        match &mut self.backend {
+            Backend::Vmx(_) => {
+                // SAFETY: CPL 0 in 64-bit mode on this vCPU's processor (`Vcpu::new`).
+                let current = unsafe { crate::capture::SyscallMsrs::current() };
+                current == *msrs
+            }
+            Backend::Svm(b) => {
+                let vmcb = b.core.vmcb_mut();
+                vmcb.set_kernel_gs_base(msrs.kernel_gs_base);
+                vmcb.set_star(msrs.star);
+                vmcb.set_lstar(msrs.lstar);
+                vmcb.set_cstar(msrs.cstar);
+                vmcb.set_sfmask(msrs.sfmask);
+                true
+            }
+        }
+    }
+
+    /// Gives the guest this processor's current extended state (x87, SSE, AVX, PKRU… as the
+    /// current XCR0 enables them: SDM Vol. 1 13.4 "XSAVE Area") instead of the reset state, for
+    /// a guest that continues the current processor state ("blue pill"). Call after
+    /// [`set_xcr0`](Self::set_xcr0) with the processor's XCR0 and before the first
+    /// [`run`](Self::run). Returns `false` (and changes nothing) when the guest's XCR0 is not the
+    /// processor's.
+    pub fn capture_extended_state(&mut self) -> bool {
+        dispatch!(self, b => {
+            let same_xcr0 = match b.xstate.method() {
+                crate::xsave::Method::Xsave { host_xcr0, .. } => b.core.xcr0 == host_xcr0,
+                crate::xsave::Method::Fxsave => true,
+            };
+            if same_xcr0 {
+                // SAFETY: CPL 0 on this vCPU's processor (`Vcpu::new`), whose XCR0 is still the
+                // host's (the world switch puts it back after every run) and equals the guest's.
+                unsafe { b.xstate.capture_current() };
+            }
+            same_xcr0
+        })
+    }
+
+    /// Loads into this processor the guest's values of the state that the world switch keeps in
+    /// the VMCB or VMCS instead (after the last exit, before the vCPU is dropped), so that a
+    /// "blue-pill" guest can continue natively where it left off:
+    /// - SVM: VMLOAD of the guest VMCB, which the world switch VMSAVEd at the exit: FS, GS, TR
+    ///   and LDTR with their hidden state, KernelGsBase, STAR, LSTAR, CSTAR, SFMASK and the
+    ///   SYSENTER MSRs (APM 15.5.2 "VMSAVE and VMLOAD Instructions"; the host's VMLOAD had
+    ///   replaced them); and the guest's GDTR and IDTR (#VMEXIT loaded the host's, APM 15.6
+    ///   "#VMEXIT").
+    /// - VMX: what the VM exit replaced (SDM Vol. 3C 28.5 "Loading Host State"): FS and GS
+    ///   bases, GDTR and IDTR base and limit (the exit sets both limits to FFFFH), the SYSENTER
+    ///   MSRs, EFER and PAT (written only when they differ) and LDTR (unusable after an exit).
+    ///   KernelGsBase and the SYSCALL MSRs are never switched. TR's limit (67H after an exit)
+    ///   is left to the caller, who reloads TR when it needs the full limit (Linux:
+    ///   `invalidate_tss_limit()`).
+    ///
+    /// Both: the guest's extended state (x87, SSE, AVX, PKRU…) and XCR0, which the world switch
+    /// replaced with the host's at the exit (`crate::xsave`). GPRs, RIP, RSP, RFLAGS, CR3 and
+    /// CR4 are the caller's to load (with its own jump).
+    ///
+    /// # Errors
+    /// [`VcpuError::Vmcs`] when a guest field cannot be read (nothing was loaded then).
+    ///
+    /// # Safety
+    /// - Called on this vCPU's processor after [`run`](Self::run) returned, and the code that
+    ///   runs afterwards is the guest's own (the same kernel: it uses the guest's GDT, IDT, GS
+    ///   base and SYSCALL entry points); the vCPU is not run again.
+    pub unsafe fn load_native_state(&mut self) -> Result<(), VcpuError> {
+        match &mut self.backend {
+            Backend::Vmx(b) => {
+                use hvkit_vmx::fields::guest;
+                use hvkit_vmx::vmcs::VmcsRead;
+                let v = b.core.vmcs();
+                let native = crate::capture::VmxNativeState {
+                    fs_base: v.read(guest::FS_BASE)?,
+                    gs_base: v.read(guest::GS_BASE)?,
+                    gdtr: crate::state::DescriptorTable {
+                        base: v.read(guest::GDTR_BASE)?,
+                        limit: v.read(guest::GDTR_LIMIT)? as u16,
+                    },
+                    idtr: crate::state::DescriptorTable {
+                        base: v.read(guest::IDTR_BASE)?,
+                        limit: v.read(guest::IDTR_LIMIT)? as u16,
+                    },
+                    sysenter_cs: u64::from(v.read(guest::IA32_SYSENTER_CS)?),
+                    sysenter_esp: v.read(guest::IA32_SYSENTER_ESP)?,
+                    sysenter_eip: v.read(guest::IA32_SYSENTER_EIP)?,
+                    ldtr: v.read(guest::LDTR_SELECTOR)?,
+                    efer: v.read(guest::IA32_EFER)?,
+                    pat: v.read(guest::IA32_PAT)?,
+                };
+                // SAFETY: VMX exited on this processor and the guest's code runs next (the
+                // caller's obligations); the values are the guest's, which passed VM entry's
+                // checks, and its LDTR selector names an LDT descriptor of its GDT or is 0.
+                unsafe { native.load() };
+                // SAFETY: CPL 0, right after an exit (XCR0 and x87/SSE state are the host's);
+                // the guest's XCR0 passed `xcr0_valid`; the code that runs next is the guest's,
+                // which is what may use the loaded state (no `to_host` follows).
+                unsafe { b.xstate.to_guest(b.core.xcr0) };
+                Ok(())
+            }
+            Backend::Svm(b) => {
+                let pa = b.guest_vmcb_phys();
+                let vmcb = b.core.vmcb();
+                let (gdtr, idtr) = (vmcb.save().gdtr(), vmcb.save().idtr());
+                // SAFETY: SVM is still enabled at CPL 0 on this processor (`Vcpu::new`, not yet
+                // dropped), `pa` is the guest VMCB's address, and the state it holds is the
+                // guest's from the last #VMEXIT's VMSAVE, valid for the guest's code that runs
+                // next (the caller's obligation).
+                unsafe {
+                    hvkit_svm::instructions::vmload(vmcb, x86_64::PhysAddr::new_truncate(pa));
+                }
+                // SAFETY: CPL 0; the guest's own descriptor tables, for the guest's code.
+                unsafe {
+                    crate::capture::load_descriptor_tables(
+                        crate::state::DescriptorTable {
+                            base: gdtr.base,
+                            limit: gdtr.limit as u16,
+                        },
+                        crate::state::DescriptorTable {
+                            base: idtr.base,
+                            limit: idtr.limit as u16,
+                        },
+                    );
+                }
+                // SAFETY: as for VMX above.
+                unsafe { b.xstate.to_guest(b.core.xcr0) };
+                Ok(())
+            }
+        }
     }
 
     /// The guest-physical memory map.

@@ -111,6 +111,27 @@ impl<'p, P: Platform + ?Sized> ExtendedState<'p, P> {
         self.method
     }
 
+    /// Saves the processor's current extended state (x87, SSE, AVX, PKRU… under the current
+    /// XCR0) as the guest's, for a guest that continues the current processor state ("blue
+    /// pill") instead of starting from the reset state.
+    ///
+    /// # Safety
+    /// - CPL 0; the processor's XCR0 is the one the guest will run with (its components are
+    ///   the ones saved), and is a subset of the host's (or equal to it).
+    pub unsafe fn capture_current(&self) {
+        let guest = self.guest.as_ptr().as_ptr();
+        match self.method {
+            // SAFETY: the area is 64-byte aligned, owned and large enough for every supported
+            // component; CR4.OSXSAVE is set (checked by `detect`). XSAVE writes the standard
+            // form that `to_guest`'s XRSTOR reads.
+            Method::Xsave { .. } => unsafe { xsave(guest) },
+            // SAFETY: the area is 512 bytes or more and 16-byte aligned.
+            Method::Fxsave => unsafe {
+                asm!("fxsave64 [{0}]", in(reg) guest, options(nostack, preserves_flags));
+            },
+        }
+    }
+
     /// Saves the host's state and loads the guest's, with XCR0 = `guest_xcr0`.
     ///
     /// # Safety

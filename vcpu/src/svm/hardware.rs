@@ -84,7 +84,7 @@ pub struct SvmVcpu<'p, P: Platform + ?Sized> {
     /// The MSR permission map (2 frames, APM 15.11).
     msr_bitmap: Bitmap<'p, P, Msrpm>,
     nested: Option<NestedPaging<'p, P>>,
-    xstate: ExtendedState<'p, P>,
+    pub(crate) xstate: ExtendedState<'p, P>,
     enabled: bool,
     /// Three frames: the host save area, the guest VMCB, the host VMCB (in that order). Freed
     /// after SVM is off (`Drop` runs before the fields drop).
@@ -200,6 +200,11 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
             enabled: true,
             frames,
         })
+    }
+
+    /// The guest VMCB's physical address (for VMLOAD in `Vcpu::load_native_state`).
+    pub(crate) fn guest_vmcb_phys(&self) -> u64 {
+        self.frames.phys().as_u64() + GUEST_VMCB
     }
 
     /// Enters the guest and returns its next exit. A VMCB that fails

@@ -50,7 +50,7 @@ pub struct VmxVcpu<'p, P: Platform + ?Sized> {
     io_bitmap: Bitmap<'p, P, IoBitmaps>,
     msr_bitmap: Bitmap<'p, P, MsrBitmap>,
     pub(crate) nested: Option<NestedPaging<'p, P>>,
-    xstate: ExtendedState<'p, P>,
+    pub(crate) xstate: ExtendedState<'p, P>,
     invept: bool,
     /// A CR2 value to load before the next entry (VMX does not switch CR2).
     pub(crate) pending_cr2: Option<u64>,
