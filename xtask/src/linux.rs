@@ -31,6 +31,7 @@ const EXPORTS: &[&str] = &[
     "hvkit_rust_devirtualize",
     "hvkit_rust_free_stack",
     "hvkit_rust_stat",
+    "hvkit_rust_exit_breakdown",
     "hvkit_rust_live_frames",
 ];
 
@@ -58,6 +59,7 @@ const MARKERS: &[(&str, bool)] = &[
     ("HVKIT-HOTPLUG unloaded, cpu1 offline and back", true),
     ("HVKIT-CYCLE 1 ok", false),
     ("HVKIT-CYCLE 5 ok", false),
+    ("HVKIT-FPU ok", false),
     ("HVKIT-DONE", false),
 ];
 
@@ -316,25 +318,29 @@ impl Cpio {
     }
 }
 
-/// Builds the initramfs: busybox, the init script, the CPUID helper and the module.
+/// Builds the initramfs: busybox, the init script, the CPUID and FPU helpers and the module.
 fn build_initramfs(module: &Path) -> Result<PathBuf> {
     announce("building the busybox initramfs (init, hvkit-cpuid, hvkit.ko)");
     let example = root().join("examples/linux-module/initramfs");
-    let helper = dir().join("hvkit-cpuid");
-    run_quiet(
-        "gcc -static hvkit-cpuid",
-        Command::new("gcc")
-            .args([
-                "-static",
-                "-nostdlib",
-                "-ffreestanding",
-                "-fno-stack-protector",
-                "-O2",
-                "-o",
-            ])
-            .arg(&helper)
-            .arg(example.join("hvkit-cpuid.c")),
-    )?;
+    let mut helpers = Vec::new();
+    for name in ["hvkit-cpuid", "hvkit-fpu"] {
+        let helper = dir().join(name);
+        run_quiet(
+            &format!("gcc -static {name}"),
+            Command::new("gcc")
+                .args([
+                    "-static",
+                    "-nostdlib",
+                    "-ffreestanding",
+                    "-fno-stack-protector",
+                    "-O2",
+                    "-o",
+                ])
+                .arg(&helper)
+                .arg(example.join(format!("{name}.c"))),
+        )?;
+        helpers.push((name, helper));
+    }
     let read = |p: &Path| fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
     let mut cpio = Cpio::default();
     for d in ["bin", "dev", "proc", "sys", "tmp"] {
@@ -344,7 +350,9 @@ fn build_initramfs(module: &Path) -> Result<PathBuf> {
     cpio.entry("bin/busybox", 0o100_755, &read(Path::new("/bin/busybox"))?);
     cpio.entry("bin/sh", 0o120_777, b"busybox");
     cpio.entry("init", 0o100_755, &read(&example.join("init"))?);
-    cpio.entry("hvkit-cpuid", 0o100_755, &read(&helper)?);
+    for (name, helper) in &helpers {
+        cpio.entry(name, 0o100_755, &read(helper)?);
+    }
     cpio.entry("hvkit.ko", 0o100_644, &read(module)?);
     cpio.entry("TRAILER!!!", 0, &[]);
     let path = dir().join("initramfs.cpio");
@@ -528,8 +536,8 @@ fn judge(text: &str, run: &Run) -> std::result::Result<u64, String> {
     Ok(exits)
 }
 
-/// Per-CPU exits of the first load, for the summary.
-fn per_cpu(text: &str) -> String {
+/// Per-CPU exits of the first load by kind, for the summary (one line per CPU).
+fn per_cpu(text: &str) -> Vec<String> {
     let first_unload = text.find("HVKIT-UNLOADED").unwrap_or(text.len());
     text[..first_unload]
         .lines()
@@ -537,10 +545,9 @@ fn per_cpu(text: &str) -> String {
             let i = l.find("hvkit: cpu")?;
             let rest = &l[i + "hvkit: ".len()..];
             let (cpu, tail) = rest.split_once(" devirtualized (0): ")?;
-            Some(format!("{cpu} {}", tail.split(' ').next()?))
+            Some(format!("{cpu} {}", tail.trim()))
         })
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect()
 }
 
 /// `cargo xtask linux-module [FILTER]`.
@@ -606,7 +613,9 @@ pub(crate) fn run(filter: Option<&str>) -> Result {
                     "e2e linux-module {} PASS {exits} exits {secs:.1}s",
                     run.name()
                 );
-                println!("  first load: {cpus}");
+                for line in cpus {
+                    println!("  first load: {line}");
+                }
             }
             Err(e) => {
                 failed += 1;

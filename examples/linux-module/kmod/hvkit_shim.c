@@ -32,6 +32,7 @@ long hvkit_rust_virtualize(u32 cpu);
 long hvkit_rust_devirtualize(bool intel);
 void hvkit_rust_free_stack(u32 cpu);
 u64 hvkit_rust_stat(u32 cpu, u32 which);
+size_t hvkit_rust_exit_breakdown(u32 cpu, char *buf, size_t len);
 u64 hvkit_rust_live_frames(void);
 
 /* What the Rust half calls (src/shim.rs). */
@@ -65,38 +66,25 @@ static long results[HVKIT_MAX_CPUS];
 static bool virtualized[HVKIT_MAX_CPUS];
 static struct dentry *dir;
 
-/*
- * The MSRs that SVM's VMLOAD takes from the guest VMCB but a guest state does not describe: the
- * guest (this kernel) writes back its own values right after it starts.
- */
-static const u32 syscall_msrs[] = { MSR_STAR, MSR_LSTAR, MSR_CSTAR, MSR_SYSCALL_MASK,
-				    MSR_KERNEL_GS_BASE };
-
 static void virtualize_cpu(void *unused)
 {
 	unsigned int cpu = smp_processor_id();
-	u64 msrs[ARRAY_SIZE(syscall_msrs)];
-	int i;
-	bool xsave = boot_cpu_has(X86_FEATURE_OSXSAVE);
 
 	if (cpu >= HVKIT_MAX_CPUS || !irq_fpu_usable()) {
 		results[cpu % HVKIT_MAX_CPUS] = -EBUSY;
 		return;
 	}
 	/*
-	 * The vCPU switches x87/SSE/AVX state on every world switch and starts the guest with the
-	 * init state: save the interrupted task's registers first (it reloads them from memory).
-	 * The vCPU gives the guest the kernel's XCR0.
+	 * A kernel-FPU section around the switch: the interrupted task's registers are saved to
+	 * memory (and reloaded on its return to user space), so the FPU is the kernel's scratch
+	 * space here. The guest continues with the CPU's current x87/SSE/AVX/PKRU state and XCR0
+	 * (Vcpu::capture_extended_state, Vcpu::set_xcr0).
 	 */
 	kernel_fpu_begin();
-	for (i = 0; i < ARRAY_SIZE(syscall_msrs); i++)
-		rdmsrl(syscall_msrs[i], msrs[i]);
 	if (intel)
 		cr4_set_bits(X86_CR4_VMXE);
 	results[cpu] = hvkit_rust_virtualize(cpu);
 	if (results[cpu] == 0) {
-		for (i = 0; i < ARRAY_SIZE(syscall_msrs); i++)
-			wrmsrl(syscall_msrs[i], msrs[i]);
 		virtualized[cpu] = true;
 	} else if (intel) {
 		cr4_clear_bits(X86_CR4_VMXE);
@@ -107,31 +95,17 @@ static void virtualize_cpu(void *unused)
 static void devirtualize_cpu(void *unused)
 {
 	unsigned int cpu = smp_processor_id();
-	struct desc_ptr gdt, idt;
-	u64 msrs[ARRAY_SIZE(syscall_msrs)];
-	u64 fs, gs, kgs;
 	long r;
-	int i;
 
 	if (cpu >= HVKIT_MAX_CPUS || !virtualized[cpu])
 		return;
 	kernel_fpu_begin();
-	native_store_gdt(&gdt);
-	store_idt(&idt);
-	rdmsrl(MSR_FS_BASE, fs);
-	rdmsrl(MSR_GS_BASE, gs);
-	rdmsrl(MSR_KERNEL_GS_BASE, kgs);
-	for (i = 0; i < ARRAY_SIZE(syscall_msrs); i++)
-		rdmsrl(syscall_msrs[i], msrs[i]);
+	/*
+	 * Native again when this returns: hvkit-vcpu loaded the guest's FS/GS/KernelGS bases,
+	 * SYSCALL and SYSENTER MSRs, GDTR/IDTR and LDTR (Vcpu::load_native_state). Left here: what
+	 * only the kernel does, TR's limit (a VM exit sets it to 0x67) and CR4.VMXE.
+	 */
 	r = hvkit_rust_devirtualize(intel);
-	/* Native again: the host's exit state differs from the guest's in these. */
-	native_load_gdt(&gdt);
-	load_idt(&idt);
-	wrmsrl(MSR_FS_BASE, fs);
-	wrmsrl(MSR_GS_BASE, gs);
-	wrmsrl(MSR_KERNEL_GS_BASE, kgs);
-	for (i = 0; i < ARRAY_SIZE(syscall_msrs); i++)
-		wrmsrl(syscall_msrs[i], msrs[i]);
 	if (intel) {
 		invalidate_tss_limit();
 		cr4_clear_bits(X86_CR4_VMXE);
@@ -168,14 +142,14 @@ static bool nested_refused(void)
 
 static int exits_show(struct seq_file *m, void *v)
 {
+	char line[512];
 	unsigned int cpu;
 
 	for_each_online_cpu(cpu) {
 		if (cpu >= HVKIT_MAX_CPUS)
 			break;
-		seq_printf(m, "cpu%u exits %llu cpuid %llu denied %llu other %llu\n", cpu,
-			   hvkit_rust_stat(cpu, 0), hvkit_rust_stat(cpu, 1), hvkit_rust_stat(cpu, 2),
-			   hvkit_rust_stat(cpu, 3));
+		hvkit_rust_exit_breakdown(cpu, line, sizeof(line));
+		seq_printf(m, "cpu%u %s\n", cpu, line);
 	}
 	return 0;
 }
@@ -267,6 +241,7 @@ static int __init hvkit_init(void)
 
 static void __exit hvkit_exit(void)
 {
+	static char line[512];
 	unsigned int cpu;
 	u64 live;
 
@@ -276,9 +251,8 @@ static void __exit hvkit_exit(void)
 	for_each_online_cpu(cpu) {
 		if (cpu >= HVKIT_MAX_CPUS)
 			break;
-		pr_info("hvkit: cpu%u devirtualized (%ld): %llu exits (%llu cpuid, %llu denied, %llu other)\n",
-			cpu, results[cpu], hvkit_rust_stat(cpu, 0), hvkit_rust_stat(cpu, 1),
-			hvkit_rust_stat(cpu, 2), hvkit_rust_stat(cpu, 3));
+		hvkit_rust_exit_breakdown(cpu, line, sizeof(line));
+		pr_info("hvkit: cpu%u devirtualized (%ld): %s\n", cpu, results[cpu], line);
 	}
 	cpus_read_unlock();
 	unregister_pm_notifier(&pm_notifier);

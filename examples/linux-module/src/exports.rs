@@ -1,11 +1,12 @@
 //! The functions the C shim calls (`hvkit_rust_*`).
 // UNSAFETY: `#[no_mangle]` entry points for C, two of them `unsafe fn`s that virtualize or
-// devirtualize the calling CPU.
+// devirtualize the calling CPU, one that writes into a C buffer.
 #![expect(unsafe_code, reason = "C entry points that (de)virtualize the CPU")]
 
-use core::sync::atomic::Ordering;
+use core::fmt::Write;
 
 use crate::platform::PLATFORM;
+use crate::stats::{Breakdown, CBuffer, STATS};
 use crate::{MAX_CPUS, hv};
 
 /// Takes the frame pool (`frames` frames at physical `pool_phys`, 2 MiB aligned) and the direct
@@ -18,11 +19,8 @@ pub extern "C" fn hvkit_rust_init(
     cpus: u32,
 ) -> i64 {
     PLATFORM.init(pool_phys, frames, page_offset, cpus as usize);
-    for s in &hv::STATS {
-        s.exits.store(0, Ordering::Relaxed);
-        s.cpuid.store(0, Ordering::Relaxed);
-        s.denied.store(0, Ordering::Relaxed);
-        s.other.store(0, Ordering::Relaxed);
+    for s in &STATS {
+        s.reset();
     }
     0
 }
@@ -66,20 +64,41 @@ pub extern "C" fn hvkit_rust_free_stack(cpu: u32) {
     hv::free_stack(cpu as usize);
 }
 
-/// Figure `which` (0 exits, 1 CPUID exits, 2 denied accesses to hypervisor memory, 3 other
-/// exits answered with #UD) of `cpu`.
+/// Figure `which` of `cpu`: 0 exits, 1 CPUID exits, 2 denied accesses to hypervisor memory,
+/// 3 exits answered with #UD, 4 the guest-physical address of the last denied access.
 #[unsafe(no_mangle)]
 pub extern "C" fn hvkit_rust_stat(cpu: u32, which: u32) -> u64 {
-    let Some(s) = hv::STATS.get(cpu as usize) else {
+    let Some(s) = STATS.get(cpu as usize) else {
         return 0;
     };
     match which {
-        0 => s.exits.load(Ordering::Relaxed),
-        1 => s.cpuid.load(Ordering::Relaxed),
-        2 => s.denied.load(Ordering::Relaxed),
-        4 => s.last_denied.load(Ordering::Relaxed),
-        _ => s.other.load(Ordering::Relaxed),
+        0 => s.total(),
+        1 => s.kind("cpuid"),
+        2 => s.denied(),
+        4 => s.last_denied(),
+        _ => s.undefined_count(),
     }
+}
+
+/// Writes the exit breakdown of `cpu` (`"143 exits: cpuid 140, ..."`) into `buf` (`len` bytes,
+/// NUL-terminated, cut to fit); returns its length.
+///
+/// # Safety
+/// - `buf` points at `len` writable bytes (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hvkit_rust_exit_breakdown(cpu: u32, buf: *mut u8, len: usize) -> usize {
+    let Some(s) = STATS.get(cpu as usize) else {
+        return 0;
+    };
+    if buf.is_null() || len == 0 {
+        return 0;
+    }
+    // SAFETY: the caller's obligation: `len` writable bytes at `buf`, used by nothing else
+    // during this call.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    let mut out = CBuffer::new(bytes);
+    let _ = write!(out, "{}", Breakdown(s));
+    out.finish()
 }
 
 /// Frames of the pool in use (0 after every CPU was devirtualized and its stack freed).

@@ -10,9 +10,12 @@
 //! `hvkit_enter` had returned.
 //!
 //! Devirtualizing is hypercall [`DEVIRTUALIZE`] made from `hvkit_devirtualize_vmcall`/`vmmcall`
-//! (the only place the host accepts it from, at CPL 0): the host completes it, drops the vCPU
+//! (the only place the host accepts it from, at CPL 0): the host completes it, has hvkit-vcpu
+//! load the guest's values of the state the world switch keeps in the VMCB/VMCS
+//! (`Vcpu::load_native_state`: SVM's VMLOAD set, VMX's host-state fields), drops the vCPU
 //! (VMXOFF / EFER.SVME off, frames back to the pool) and `hvkit_resume_native` loads the guest's
-//! registers, CR3, CR4, RFLAGS and RIP into the processor.
+//! registers, CR3, CR4, RFLAGS and RIP into the processor. What only the kernel can do (TR's
+//! limit through `invalidate_tss_limit()`, CR4.VMXE through its CR4 helpers) stays in the shim.
 //!
 //! Manuals: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
 //! Number 325462-086US, December 2024, Vol. 3C 31.3 "VMCALL"; AMD64 Architecture Programmer's
@@ -36,38 +39,13 @@ use hvkit_vcpu::state::SegmentName;
 use hvkit_vcpu::{Event, ExitKind, GuestRegisters, Platform, Vcpu, VcpuConfig};
 
 use crate::platform::{PLATFORM, log};
+use crate::stats::{CpuStats, STATS};
 
 /// The hypercall that ends virtualization on the calling CPU (the first user number).
 pub const DEVIRTUALIZE: u64 = hvkit_vcpu::hypercall::FIRST_USER;
 
 /// Frames of host stack per CPU (32 KiB).
 const STACK_FRAMES: usize = 8;
-
-/// Per-CPU figures, readable from the guest (module memory, not pool memory).
-#[derive(Debug)]
-pub struct CpuStats {
-    /// Exits handled.
-    pub exits: AtomicU64,
-    /// CPUID exits.
-    pub cpuid: AtomicU64,
-    /// Nested-page faults (guest accesses to the hypervisor's memory), answered with #GP.
-    pub denied: AtomicU64,
-    /// Exits the loop answered with #UD (unexpected kinds).
-    pub other: AtomicU64,
-    /// The guest-physical address of the last denied access.
-    pub last_denied: AtomicU64,
-}
-
-/// The figures of every CPU.
-pub static STATS: [CpuStats; crate::MAX_CPUS] = [const {
-    CpuStats {
-        exits: AtomicU64::new(0),
-        cpuid: AtomicU64::new(0),
-        denied: AtomicU64::new(0),
-        other: AtomicU64::new(0),
-        last_denied: AtomicU64::new(0),
-    }
-}; crate::MAX_CPUS];
 
 /// What `hvkit_resume_native` loads.
 #[repr(C)]
@@ -464,9 +442,28 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
             return EIO;
         }
     };
+    // The kernel's idle loop halts until the next interrupt, which reaches it directly: let it
+    // halt (SVM; VMX keeps HLT exiting, answered by skipping the instruction).
+    let _ = vcpu.set_hlt_exiting(false);
+    // SVM keeps the SYSCALL MSRs and KernelGsBase in the VMCB (VMLOAD at every entry): the
+    // guest continues with the kernel's. VMX leaves them to the processor.
+    // SAFETY: CPL 0 in 64-bit mode.
+    let syscall = unsafe { hvkit_vcpu::capture::SyscallMsrs::current() };
+    if !vcpu.set_syscall_msrs(&syscall) {
+        log(format_args!(
+            "cpu{cpu}: the SYSCALL MSRs changed under the capture"
+        ));
+    }
     // The guest continues with the XCR0 the kernel set at boot.
     if state_osxsave && !vcpu.set_xcr0(host_xcr0()) {
         log(format_args!("cpu{cpu}: the vCPU refused the kernel's XCR0"));
+    }
+    // ... and with the CPU's x87/SSE/AVX/PKRU state (the shim's kernel-FPU section: FNINIT and
+    // the default MXCSR, and the interrupted task's PKRU), not the reset state.
+    if !vcpu.capture_extended_state() {
+        log(format_args!(
+            "cpu{cpu}: the guest starts with the reset FPU state"
+        ));
     }
     if cpu == 0 {
         if intel {
@@ -492,7 +489,12 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
     ));
     PLATFORM.set_quiet(cpu, true);
     let stats = &STATS[cpu.min(crate::MAX_CPUS - 1)];
-    let native = host_loop(&mut vcpu, stats);
+    let mut native = host_loop(&mut vcpu, stats);
+    // SAFETY: the guest exited on this CPU for the last time, and the kernel's own code runs
+    // next (`hvkit_resume_native`): its GDT, IDT, GS base and SYSCALL entry points.
+    if unsafe { vcpu.load_native_state() }.is_err() && native.regs.rax == 0 {
+        native.regs.rax = EIO as u64;
+    }
     PLATFORM.set_quiet(cpu, false);
     drop(vcpu);
     drop(cr3_frame);
@@ -515,11 +517,8 @@ fn host_loop<P: Platform>(vcpu: &mut Vcpu<'_, P>, stats: &CpuStats) -> Native {
                 break;
             }
         };
-        stats.exits.fetch_add(1, Ordering::Relaxed);
+        stats.record(&exit);
         match exit.kind {
-            ExitKind::Cpuid { .. } => {
-                stats.cpuid.fetch_add(1, Ordering::Relaxed);
-            }
             ExitKind::Hypercall(call) if call.number == DEVIRTUALIZE => {
                 let rip = vcpu.rip().unwrap_or(0);
                 let cpl0 = vcpu
@@ -550,10 +549,7 @@ fn host_loop<P: Platform>(vcpu: &mut Vcpu<'_, P>, stats: &CpuStats) -> Native {
         }
         match exit.kind {
             ExitKind::NestedPageFault(fault) => {
-                stats.denied.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .last_denied
-                    .store(fault.gpa.as_u64(), Ordering::Relaxed);
+                stats.deny(fault.gpa.as_u64());
                 vcpu.inject(Event::GP0);
             }
             ExitKind::Hypercall(_) => {
@@ -563,7 +559,7 @@ fn host_loop<P: Platform>(vcpu: &mut Vcpu<'_, P>, stats: &CpuStats) -> Native {
                 let _ = vcpu.skip_instruction();
             }
             _ => {
-                stats.other.fetch_add(1, Ordering::Relaxed);
+                stats.undefined();
                 vcpu.inject(Event::UD);
             }
         }

@@ -11,6 +11,7 @@ mod exports;
 mod hv;
 mod platform;
 mod shim;
+mod stats;
 
 /// The most CPUs the module virtualizes.
 pub const MAX_CPUS: usize = 64;
