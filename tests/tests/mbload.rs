@@ -269,6 +269,12 @@ fn header_search_errors() {
     let mut late = vec![0u8; 9000];
     late[8192..8204].copy_from_slice(&mb_header(3, &[]));
     assert_eq!(find_header(&late), Err(HeaderError::NotFound));
+    // Its 12 bytes must all be inside: at 8180 it is, at 8184 it is not.
+    let mut edge = vec![0u8; 9000];
+    edge[8184..8196].copy_from_slice(&mb_header(3, &[]));
+    assert_eq!(find_header(&edge), Err(HeaderError::NotFound));
+    edge[8180..8192].copy_from_slice(&mb_header(3, &[]));
+    assert_eq!(find_header(&edge).unwrap().offset, 8180);
     let mut unaligned = vec![0u8; 64];
     unaligned[2..14].copy_from_slice(&mb_header(3, &[]));
     assert_eq!(find_header(&unaligned), Err(HeaderError::NotFound));

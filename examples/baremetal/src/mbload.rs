@@ -27,7 +27,8 @@ use elf::parse::ParseError;
 pub const HEADER_MAGIC: u32 = 0x1BAD_B002;
 /// What a multiboot loader leaves in EAX (§3.2 "Machine state").
 pub const BOOTLOADER_MAGIC: u32 = 0x2BAD_B002;
-/// The header must lie, 32-bit aligned, within the first 8192 bytes of the image (§3.1.1).
+/// The header (its three mandatory fields at least) must lie, 32-bit aligned, completely
+/// within the first 8192 bytes of the image (§3.1.1).
 pub const HEADER_SEARCH: usize = 8192;
 /// Most `PT_LOAD` segments a plan holds.
 pub const MAX_SEGMENTS: usize = 8;
@@ -337,8 +338,8 @@ fn read_u32(image: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
-/// Finds the multiboot header: the first 4-byte aligned place in the first 8 KiB holding the
-/// magic with a checksum that makes magic + flags + checksum = 0 (§3.1.1, §3.1.2), and checks
+/// Finds the multiboot header: the first 4-byte aligned place whose magic, flags and checksum
+/// lie in the first 8 KiB and add up to 0 (§3.1.1, §3.1.2), and checks
 /// that this loader meets the required flags.
 ///
 /// # Errors
@@ -346,7 +347,7 @@ fn read_u32(image: &[u8], offset: usize) -> Option<u32> {
 /// off by the end of the image.
 pub fn find_header(image: &[u8]) -> Result<Header, HeaderError> {
     let mut first_bad = None;
-    for offset in (0..HEADER_SEARCH).step_by(4) {
+    for offset in (0..=HEADER_SEARCH - 12).step_by(4) {
         let Some(magic) = read_u32(image, offset) else {
             break;
         };
