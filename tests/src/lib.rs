@@ -8,10 +8,15 @@
 //!    `examples/baremetal`, which is its own Cargo workspace);
 //! 2. prepares a fresh folder `target/e2e/<case>-<vendor>-<emulator>/` with the kernel, a trimmed
 //!    GRUB rescue ISO and the `bochsrc`/`cmds` files (Bochs boots the multiboot2 kernel through
-//!    GRUB; QEMU takes the multiboot1 kernel with `-kernel`);
+//!    GRUB; QEMU takes the multiboot1 kernel with `-kernel`); for the [`MBKERNEL_CASE`] also the
+//!    guest kernel `examples/guests/mbkernel` ([`mbkernel`]: `as --32`, `ld -m elf_i386`) and its
+//!    module, as GRUB `module2` lines or QEMU `-initrd`, or booted by itself under
+//!    `qemu-system-i386` ([`Vendor::Native`], [`Emulator::QEMU_I386`]);
 //! 3. runs the emulator under a timeout, with COM1 written to `serial.txt`;
 //! 4. judges the run by the serial markers the kernel prints: a `RESULT PASS exits=N` line and no
-//!    line starting with `FAIL` (for QEMU also the `isa-debug-exit` status of a pass).
+//!    line starting with `FAIL` (for QEMU also the `isa-debug-exit` status of a pass); for the
+//!    guest kernel also its own `RESULT PASS checks=N` and `ok mbkernel …` lines
+//!    ([`mbkernel_report`]).
 //!
 //! [`Outcome::line`] is the one-line summary `cargo xtask e2e` shows:
 //! `e2e <case> <vendor>/<emulator> PASS|FAIL <exits> exits <seconds>s`.
