@@ -189,6 +189,24 @@ fn lint() -> Result {
     Ok(())
 }
 
+/// Runs objtool: it must succeed and print no warning (bare `ret`s in a RETHUNK build, code it
+/// cannot reach or follow).
+fn objtool(cmd: &mut Command) -> Result {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("objtool: could not start {:?}: {e}", cmd.get_program()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && !text.contains("warning") {
+        Ok(())
+    } else {
+        Err(format!("objtool ({}):\n{text}", out.status))
+    }
+}
+
 /// Builds `hvkit.ko` for kernel `version`; returns its path.
 fn build_module(version: &str) -> Result<PathBuf> {
     let example = root().join("examples/linux-module");
@@ -237,8 +255,7 @@ fn build_module(version: &str) -> Result<PathBuf> {
         .arg(&object);
     run_quiet("objcopy (exports only, no bitcode)", &mut objcopy)?;
     let headers = PathBuf::from(format!("/usr/src/linux-headers-{version}"));
-    run_quiet(
-        "objtool (ORC, retpoline and return-thunk sites)",
+    objtool(
         Command::new(headers.join("tools/objtool/objtool"))
             .args([
                 "--hacks=jump_label",

@@ -59,9 +59,16 @@ struct Native {
     cr4: u64,
 }
 
+// Every return goes through the kernel's return thunk (Debian's kernel is a RETHUNK build:
+// objtool refuses bare `ret`s, and the thunk may be patched to a mitigation at boot), followed
+// by `int3` against straight-line speculation. Each routine is a sized function symbol;
+// `hvkit_enter` and `hvkit_resume_native` switch stacks, which objtool cannot follow: they are
+// listed in `.discard.func_stack_frame_non_standard`, as the kernel's
+// `STACK_FRAME_NON_STANDARD()` does, so objtool leaves them out of its stack validation.
 global_asm!(
     ".pushsection .text.hvkit_enter, \"ax\"",
     ".global hvkit_enter",
+    ".type hvkit_enter, @function",
     ".p2align 4",
     // rdi = CPU index, rsi = host stack top (16-byte aligned).
     "hvkit_enter:",
@@ -88,14 +95,17 @@ global_asm!(
     "pop r12",
     "pop rbx",
     "pop rbp",
-    "ret",
+    "jmp __x86_return_thunk",
     "int3",
+    ".size hvkit_enter, . - hvkit_enter",
     ".popsection",
     ".pushsection .text.hvkit_devirtualize, \"ax\"",
     ".global hvkit_devirtualize_vmmcall",
     ".global hvkit_devirtualize_vmcall",
     ".global hvkit_devirtualize_vmmcall_insn",
     ".global hvkit_devirtualize_vmcall_insn",
+    ".type hvkit_devirtualize_vmmcall, @function",
+    ".type hvkit_devirtualize_vmcall, @function",
     ".p2align 4",
     "hvkit_devirtualize_vmmcall:",
     "push rbx",
@@ -107,8 +117,9 @@ global_asm!(
     "hvkit_devirtualize_vmmcall_insn:",
     "vmmcall",
     "pop rbx",
-    "ret",
+    "jmp __x86_return_thunk",
     "int3",
+    ".size hvkit_devirtualize_vmmcall, . - hvkit_devirtualize_vmmcall",
     ".p2align 4",
     "hvkit_devirtualize_vmcall:",
     "push rbx",
@@ -120,11 +131,13 @@ global_asm!(
     "hvkit_devirtualize_vmcall_insn:",
     "vmcall",
     "pop rbx",
-    "ret",
+    "jmp __x86_return_thunk",
     "int3",
+    ".size hvkit_devirtualize_vmcall, . - hvkit_devirtualize_vmcall",
     ".popsection",
     ".pushsection .text.hvkit_resume_native, \"ax\"",
     ".global hvkit_resume_native",
+    ".type hvkit_resume_native, @function",
     ".p2align 4",
     // rdi = &Native. Never returns.
     "hvkit_resume_native:",
@@ -151,8 +164,14 @@ global_asm!(
     "mov r15, [rdi + {r15}]",
     "mov rdi, [rdi + {rdi}]",
     "popfq",
-    "ret",
+    "jmp __x86_return_thunk",
     "int3",
+    ".size hvkit_resume_native, . - hvkit_resume_native",
+    ".popsection",
+    ".pushsection .discard.func_stack_frame_non_standard, \"awR\"",
+    ".p2align 3",
+    ".quad hvkit_enter",
+    ".quad hvkit_resume_native",
     ".popsection",
     devirt = const DEVIRTUALIZE,
     cr4 = const offset_of!(Native, cr4),

@@ -12,11 +12,17 @@
 //! from the host save area; the other GPRs hold the guest's values), 15.17 "Global Interrupt
 //! Flag, STGI and CLGI Instructions" (the caller brackets this routine with CLGI and STGI).
 //!
+//! The switch is one `asm!` block inside an ordinary (never inlined) Rust function, so the
+//! compiler writes the prologue and epilogue: the function returns the way the rest of the
+//! program does (with `-Zfunction-return=thunk-extern`, through the kernel's return thunk, which
+//! Linux's objtool requires of a RETHUNK build). RBX and RBP cannot be operands of `asm!`: the
+//! block pushes and pops them itself.
+//!
 //! Every offset the assembly uses is an `offset_of!` constant passed as a `const` operand.
 // UNSAFETY: the world switch is assembly that hands the processor to the guest and back.
 #![expect(unsafe_code, reason = "the VMSAVE/VMLOAD/VMRUN world switch")]
 
-use core::arch::global_asm;
+use core::arch::asm;
 use core::mem::offset_of;
 use core::ptr::NonNull;
 
@@ -36,92 +42,6 @@ pub(crate) struct SwitchArea {
     pub(crate) host_vmcb: u64,
 }
 
-global_asm!(
-    ".pushsection .text.hvkit_svm_world_switch, \"ax\"",
-    ".global hvkit_svm_world_switch",
-    ".p2align 4",
-    "hvkit_svm_world_switch:",
-    "push rbp",
-    "push rbx",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    // The area pointer stays at [rsp] while the guest runs (#VMEXIT restores this RSP).
-    "push rdi",
-    "mov rax, [rdi + {host_vmcb}]",
-    "vmsave rax",
-    "mov rax, [rdi + {guest_vmcb}]",
-    "vmload rax",
-    "mov rbx, [rdi + {rbx}]",
-    "mov rcx, [rdi + {rcx}]",
-    "mov rdx, [rdi + {rdx}]",
-    "mov rsi, [rdi + {rsi}]",
-    "mov rbp, [rdi + {rbp}]",
-    "mov r8, [rdi + {r8}]",
-    "mov r9, [rdi + {r9}]",
-    "mov r10, [rdi + {r10}]",
-    "mov r11, [rdi + {r11}]",
-    "mov r12, [rdi + {r12}]",
-    "mov r13, [rdi + {r13}]",
-    "mov r14, [rdi + {r14}]",
-    "mov r15, [rdi + {r15}]",
-    "mov rdi, [rdi + {rdi}]",
-    "vmrun rax",
-    // #VMEXIT: host RSP is back, so [rsp] is the area pointer; the GPRs are the guest's.
-    "push rdi",
-    "mov rdi, [rsp + 8]",
-    "mov [rdi + {rbx}], rbx",
-    "mov [rdi + {rcx}], rcx",
-    "mov [rdi + {rdx}], rdx",
-    "mov [rdi + {rsi}], rsi",
-    "mov [rdi + {rbp}], rbp",
-    "mov [rdi + {r8}], r8",
-    "mov [rdi + {r9}], r9",
-    "mov [rdi + {r10}], r10",
-    "mov [rdi + {r11}], r11",
-    "mov [rdi + {r12}], r12",
-    "mov [rdi + {r13}], r13",
-    "mov [rdi + {r14}], r14",
-    "mov [rdi + {r15}], r15",
-    "pop qword ptr [rdi + {rdi}]",
-    "mov rax, [rdi + {guest_vmcb}]",
-    "vmsave rax",
-    "mov rax, [rdi + {host_vmcb}]",
-    "vmload rax",
-    "add rsp, 8",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop rbx",
-    "pop rbp",
-    "ret",
-    ".popsection",
-    guest_vmcb = const offset_of!(SwitchArea, guest_vmcb),
-    host_vmcb = const offset_of!(SwitchArea, host_vmcb),
-    rbx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RBX,
-    rcx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RCX,
-    rdx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RDX,
-    rsi = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RSI,
-    rdi = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RDI,
-    rbp = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RBP,
-    r8 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R8,
-    r9 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R9,
-    r10 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R10,
-    r11 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R11,
-    r12 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R12,
-    r13 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R13,
-    r14 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R14,
-    r15 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R15,
-);
-
-unsafe extern "sysv64" {
-    /// The routine above. `vmcb` is not used by the assembly: passing it tells the compiler
-    /// that the guest VMCB may change across the call (the processor writes it on #VMEXIT).
-    fn hvkit_svm_world_switch(area: *mut SwitchArea, vmcb: *mut u8);
-}
-
 /// Enters the guest of the VMCB at `area.guest_vmcb` and returns at its next #VMEXIT (or at
 /// once, with EXITCODE = VMEXIT_INVALID, when VMRUN's consistency checks fail).
 ///
@@ -136,9 +56,87 @@ unsafe extern "sysv64" {
 ///   only memory the guest may own — the obligations of VMRUN, VMLOAD and VMSAVE;
 /// - the caller keeps the rest of the host state VMRUN does not restore (x87/SSE/AVX, XCR0,
 ///   DR0–DR3, CR2) as it needs it.
+#[inline(never)]
 pub(crate) unsafe fn enter(area: &mut SwitchArea, vmcb: NonNull<Vmcb>) {
-    // SAFETY: the caller meets VMRUN/VMLOAD/VMSAVE's obligations; the routine saves and
-    // restores every callee-saved register, leaves RSP balanced (VMRUN's #VMEXIT restores the
-    // host RSP it ran with) and writes only `area`, the two VMCBs and its own stack.
-    unsafe { hvkit_svm_world_switch(area, vmcb.as_ptr().cast::<u8>()) };
+    // SAFETY: the caller meets VMRUN/VMLOAD/VMSAVE's obligations. The block keeps RSP balanced
+    // (#VMEXIT restores the RSP VMRUN ran with, the area pointer, RBX and RBP pushed above it),
+    // restores RBX and RBP, declares every other register it or the guest changes
+    // (`clobber_abi` makes the compiler keep nothing in vector registers across it; the guest's
+    // x87/SSE state is the caller's to switch), and writes only `area`, the two VMCBs (the
+    // guest VMCB's pointer is an operand, so the compiler sees it change) and its own stack.
+    // The host's FS, GS, TR, LDTR and syscall MSRs are VMSAVEd before and VMLOADed after.
+    unsafe {
+        asm!(
+            "push rbp",
+            "push rbx",
+            // The area pointer stays at [rsp] while the guest runs (#VMEXIT restores this RSP).
+            "push rdi",
+            "mov rax, [rdi + {host_vmcb}]",
+            "vmsave rax",
+            "mov rax, [rdi + {guest_vmcb}]",
+            "vmload rax",
+            "mov rbx, [rdi + {rbx}]",
+            "mov rcx, [rdi + {rcx}]",
+            "mov rdx, [rdi + {rdx}]",
+            "mov rsi, [rdi + {rsi}]",
+            "mov rbp, [rdi + {rbp}]",
+            "mov r8, [rdi + {r8}]",
+            "mov r9, [rdi + {r9}]",
+            "mov r10, [rdi + {r10}]",
+            "mov r11, [rdi + {r11}]",
+            "mov r12, [rdi + {r12}]",
+            "mov r13, [rdi + {r13}]",
+            "mov r14, [rdi + {r14}]",
+            "mov r15, [rdi + {r15}]",
+            "mov rdi, [rdi + {rdi}]",
+            "vmrun rax",
+            // #VMEXIT: host RSP is back, so [rsp] is the area pointer; the GPRs are the guest's.
+            "push rdi",
+            "mov rdi, [rsp + 8]",
+            "mov [rdi + {rbx}], rbx",
+            "mov [rdi + {rcx}], rcx",
+            "mov [rdi + {rdx}], rdx",
+            "mov [rdi + {rsi}], rsi",
+            "mov [rdi + {rbp}], rbp",
+            "mov [rdi + {r8}], r8",
+            "mov [rdi + {r9}], r9",
+            "mov [rdi + {r10}], r10",
+            "mov [rdi + {r11}], r11",
+            "mov [rdi + {r12}], r12",
+            "mov [rdi + {r13}], r13",
+            "mov [rdi + {r14}], r14",
+            "mov [rdi + {r15}], r15",
+            "pop qword ptr [rdi + {rdi}]",
+            "mov rax, [rdi + {guest_vmcb}]",
+            "vmsave rax",
+            "mov rax, [rdi + {host_vmcb}]",
+            "vmload rax",
+            "add rsp, 8",
+            "pop rbx",
+            "pop rbp",
+            guest_vmcb = const offset_of!(SwitchArea, guest_vmcb),
+            host_vmcb = const offset_of!(SwitchArea, host_vmcb),
+            rbx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RBX,
+            rcx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RCX,
+            rdx = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RDX,
+            rsi = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RSI,
+            rdi = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RDI,
+            rbp = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_RBP,
+            r8 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R8,
+            r9 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R9,
+            r10 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R10,
+            r11 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R11,
+            r12 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R12,
+            r13 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R13,
+            r14 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R14,
+            r15 = const offset_of!(SwitchArea, regs) + GuestRegisters::OFFSET_R15,
+            inout("rdi") core::ptr::from_mut(area) => _,
+            inout("rsi") vmcb.as_ptr() => _,
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            clobber_abi("C"),
+        );
+    }
 }
