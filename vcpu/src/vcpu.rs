@@ -518,12 +518,15 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     /// owns the processor's interrupts (a "blue-pill" kernel, whose idle loop halts until the
     /// next interrupt) should halt for real: with the intercept on, a host that merely skips
     /// the instruction turns its idle loop into a busy loop of exits. SVM: the HLT intercept
-    /// (APM 15.9 "Instruction Intercepts", VMCB offset 00Ch bit 24). VMX: HLT exiting is one of
-    /// the primary controls the vCPU core keeps; not switchable here yet: returns `false`
-    /// (nothing changed).
+    /// (APM 15.9 "Instruction Intercepts", VMCB offset 00Ch bit 24). VMX: the "HLT exiting"
+    /// primary processor-based control (SDM Vol. 3C 25.6.2 "Processor-Based VM-Execution
+    /// Controls", bit 7), written before the next entry. Returns `true` (both vendors can).
     pub fn set_hlt_exiting(&mut self, on: bool) -> bool {
         match &mut self.backend {
-            Backend::Vmx(_) => false,
+            Backend::Vmx(b) => {
+                b.core.set_hlt_exiting(on);
+                true
+            }
             Backend::Svm(b) => {
                 let vmcb = b.core.vmcb_mut();
                 let old = vmcb.control().intercept_misc1();

@@ -462,7 +462,7 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
         }
     };
     // The kernel's idle loop halts until the next interrupt, which reaches it directly: let it
-    // halt (SVM; VMX keeps HLT exiting, answered by skipping the instruction).
+    // halt instead of exiting (and spinning through the host's skip of HLT).
     let _ = vcpu.set_hlt_exiting(false);
     // SVM keeps the SYSCALL MSRs and KernelGsBase in the VMCB (VMLOAD at every entry): the
     // guest continues with the kernel's. VMX leaves them to the processor.

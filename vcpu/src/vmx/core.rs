@@ -389,6 +389,12 @@ impl<V: VmcsWrite> VmxCore<V> {
         self.cr
     }
 
+    /// Turns HLT exiting on or off (primary processor-based control bit 7, SDM Vol. 3C 25.6.2
+    /// "Processor-Based VM-Execution Controls"); written before the next entry.
+    pub fn set_hlt_exiting(&mut self, on: bool) {
+        self.set_window(PrimaryControls::HLT_EXITING, on);
+    }
+
     /// Guest IA32_EFER (read each time; not cached).
     ///
     /// # Errors

@@ -762,3 +762,22 @@ fn vmcs_traffic_cpuid_leaf_1() {
     );
     assert_eq!((counts.reads, counts.writes), (5, 1));
 }
+
+#[test]
+fn hlt_exiting_can_be_turned_off_and_on() {
+    let mut core = long_mode_core();
+    let hlt = PrimaryControls::HLT_EXITING.bits();
+    let primary = |core: &VmxCore<Counting<SoftVmcs>>| {
+        core.vmcs()
+            .inner()
+            .read(control::PRIMARY_PROC_BASED_VM_EXEC_CONTROL)
+            .unwrap()
+    };
+    assert_ne!(primary(&core) & hlt, 0, "on by default");
+    core.set_hlt_exiting(false);
+    core.prepare_entry().unwrap();
+    assert_eq!(primary(&core) & hlt, 0, "written before the entry");
+    core.set_hlt_exiting(true);
+    core.prepare_entry().unwrap();
+    assert_ne!(primary(&core) & hlt, 0);
+}
