@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
  * hvkit.ko: the C half. Module entry points, page allocation, on_each_cpu, the kernel's CR4
- * helpers, the FPU/XCR0 bracket around the world switch, debugfs figures and printk. The
- * hypervisor itself is the Rust half (hvkit_rust.o, built on hvkit-vcpu); see README.md.
+ * helpers and TSS-limit reload, the kernel-FPU section around (de)virtualizing, refusing CPU
+ * hotplug and suspend while loaded, debugfs figures and printk. The hypervisor itself is the
+ * Rust half (hvkit_rust.o, built on hvkit-vcpu); see README.md.
  */
 #include <linux/module.h>
 #include <linux/kernel.h>
