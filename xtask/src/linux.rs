@@ -32,6 +32,7 @@ const EXPORTS: &[&str] = &[
     "hvkit_rust_free_stack",
     "hvkit_rust_stat",
     "hvkit_rust_exit_breakdown",
+    "hvkit_rust_memory_types",
     "hvkit_rust_live_frames",
 ];
 

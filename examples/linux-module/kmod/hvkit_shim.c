@@ -10,6 +10,7 @@
 #include <linux/smp.h>
 #include <linux/cpumask.h>
 #include <linux/gfp.h>
+#include <linux/slab.h>
 #include <linux/mm.h>
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
@@ -34,6 +35,7 @@ long hvkit_rust_devirtualize(bool intel);
 void hvkit_rust_free_stack(u32 cpu);
 u64 hvkit_rust_stat(u32 cpu, u32 which);
 size_t hvkit_rust_exit_breakdown(u32 cpu, char *buf, size_t len);
+size_t hvkit_rust_memory_types(char *buf, size_t len);
 u64 hvkit_rust_live_frames(void);
 
 /* What the Rust half calls (src/shim.rs). */
@@ -156,6 +158,20 @@ static int exits_show(struct seq_file *m, void *v)
 }
 DEFINE_SHOW_ATTRIBUTE(exits);
 
+/* The identity map's regions with their EPT (MTRR) or NPT memory types. */
+static int memory_types_show(struct seq_file *m, void *v)
+{
+	char *text = kmalloc(4096, GFP_KERNEL);
+
+	if (!text)
+		return -ENOMEM;
+	hvkit_rust_memory_types(text, 4096);
+	seq_puts(m, text);
+	kfree(text);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(memory_types);
+
 static void devirtualize_all(void)
 {
 	unsigned int cpu;
@@ -234,6 +250,7 @@ static int __init hvkit_init(void)
 	cpus_read_unlock();
 	dir = debugfs_create_dir("hvkit", NULL);
 	debugfs_create_file("exits", 0444, dir, NULL, &exits_fops);
+	debugfs_create_file("memory_types", 0444, dir, NULL, &memory_types_fops);
 	pr_info("hvkit: loaded, %u CPUs virtualized (%s), hypervisor memory %s, guest %s\n", ok,
 		intel ? "VMX" : "SVM", probe_denied() ? "denied to the guest" : "READABLE",
 		nested_refused() ? "cannot enable VMX/SVM" : "CAN ENABLE VMX/SVM");

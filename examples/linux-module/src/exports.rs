@@ -19,6 +19,7 @@ pub extern "C" fn hvkit_rust_init(
     cpus: u32,
 ) -> i64 {
     PLATFORM.init(pool_phys, frames, page_offset, cpus as usize);
+    hv::detect();
     for s in &STATS {
         s.reset();
     }
@@ -98,6 +99,25 @@ pub unsafe extern "C" fn hvkit_rust_exit_breakdown(cpu: u32, buf: *mut u8, len: 
     let bytes = unsafe { core::slice::from_raw_parts_mut(buf, len) };
     let mut out = CBuffer::new(bytes);
     let _ = write!(out, "{}", Breakdown(s));
+    out.finish()
+}
+
+/// Writes the identity map's regions with their nested memory types (one `start-end ept|npt
+/// type` line each) into `buf` (`len` bytes, NUL-terminated, cut to fit); returns the length.
+/// Reads the MTRRs: process context at CPL 0.
+///
+/// # Safety
+/// - `buf` points at `len` writable bytes (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn hvkit_rust_memory_types(buf: *mut u8, len: usize) -> usize {
+    if buf.is_null() || len == 0 {
+        return 0;
+    }
+    // SAFETY: the caller's obligation: `len` writable bytes at `buf`, used by nothing else
+    // during this call.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    let mut out = CBuffer::new(bytes);
+    let _ = hv::write_memory_types(&mut out);
     out.finish()
 }
 

@@ -30,7 +30,7 @@
 
 use core::arch::{asm, global_asm};
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hvkit_paging::{GuestPhysAddr, HostPhysAddr, MemoryType, Mtrrs};
 use hvkit_vcpu::memory::{MemoryMap, Region, RegionKind};
@@ -205,6 +205,21 @@ unsafe extern "C" {
     pub fn hvkit_devirtualize_vmcall() -> i64;
     static hvkit_devirtualize_vmmcall_insn: u8;
     static hvkit_devirtualize_vmcall_insn: u8;
+}
+
+/// Whether this is an Intel (VMX) machine, set by [`detect`] before any CPU is virtualized (the
+/// guest's CPUID hides VMX and SVM, so code running in the guest cannot ask `detect_vendor`).
+static INTEL: AtomicBool = AtomicBool::new(false);
+
+/// Records the vendor (natively, at load).
+pub fn detect() {
+    let intel = hvkit_vcpu::detect_vendor() == Some(hvkit_vcpu::cpuid::Vendor::Intel);
+    INTEL.store(intel, Ordering::Relaxed);
+}
+
+/// Intel (VMX) rather than AMD (SVM), as [`detect`] found.
+pub fn intel() -> bool {
+    INTEL.load(Ordering::Relaxed)
 }
 
 /// Error numbers returned to C (negated errno values).
@@ -403,6 +418,36 @@ fn apic_area_type<P: Platform>(vcpu: &Vcpu<'_, P>) -> Option<MemoryType> {
     found
 }
 
+/// The identity map this CPU's vCPU gets, one region per line (`start-end type`), sorted by
+/// address; for debugfs.
+pub fn write_memory_types(out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    let intel = intel();
+    let mtrrs = if intel {
+        host_mtrrs(raw_cpuid_phys_bits())
+    } else {
+        None
+    };
+    let Some((map, _)) = identity_map(mtrrs.as_ref()) else {
+        return writeln!(out, "the identity map does not fit");
+    };
+    let mut regions: [Option<Region>; hvkit_vcpu::memory::MAX_REGIONS] =
+        [None; hvkit_vcpu::memory::MAX_REGIONS];
+    for (slot, r) in regions.iter_mut().zip(map.regions()) {
+        *slot = Some(*r);
+    }
+    regions.sort_unstable_by_key(|r| r.map(|r| r.start.as_u64()));
+    for r in regions.iter().flatten() {
+        let RegionKind::Ram { memory_type, .. } = r.kind else {
+            continue;
+        };
+        let (start, end) = (r.start.as_u64(), r.start.as_u64() + r.len - 1);
+        let name = memory_type.name().unwrap_or("?");
+        let table = if intel { "ept" } else { "npt" };
+        writeln!(out, "{start:016x}-{end:016x} {table} {name}")?;
+    }
+    Ok(())
+}
+
 fn raw_cpuid_phys_bits() -> u8 {
     let r = core::arch::x86_64::__cpuid(0x8000_0008);
     (r.eax & 0xff) as u8
@@ -418,7 +463,7 @@ extern "C" fn hvkit_host_main(cpu: u64, _stack_top: u64, guest_rsp: u64, guest_r
     let mut state = unsafe { hvkit_vcpu::capture::current_state(guest_rip, guest_rsp) };
     state.rflags = read_rflags();
     state.regs = GuestRegisters::default();
-    let intel = hvkit_vcpu::detect_vendor() == Some(hvkit_vcpu::cpuid::Vendor::Intel);
+    let intel = intel();
     let mtrrs = if intel {
         host_mtrrs(raw_cpuid_phys_bits())
     } else {

@@ -126,11 +126,10 @@ fn raw_code(raw: &RawExit) -> u64 {
 
 /// The manual's name of a raw exit code on this processor's vendor.
 fn raw_name(code: u64) -> Option<&'static str> {
-    match hvkit_vcpu::detect_vendor()? {
-        hvkit_vcpu::cpuid::Vendor::Intel => {
-            hvkit_vmx::exit::BasicExitReason(u16::try_from(code).ok()?).name()
-        }
-        _ => hvkit_svm::exit::ExitCode(code).name(),
+    if crate::hv::intel() {
+        hvkit_vmx::exit::BasicExitReason(u16::try_from(code).ok()?).name()
+    } else {
+        hvkit_svm::exit::ExitCode(code).name()
     }
 }
 
