@@ -70,6 +70,12 @@ pub enum VcpuError {
     /// INS/OUTS emulation stopped at a memory operand that does not translate.
     #[error(transparent)]
     StringIo(#[from] crate::string_io::StringIoError),
+    /// The configured ASID is not a guest ASID of this processor (SVM).
+    #[error(transparent)]
+    Asid(#[from] crate::svm::AsidError),
+    /// INVVPID or INVEPT for a new vCPU's VPID or EPTP failed (VMX).
+    #[error(transparent)]
+    Invalidation(#[from] crate::vmx::InvalidationError),
     /// A guest-physical range is not RAM of this guest.
     #[error("guest-physical {0:#x} is not RAM of this guest")]
     NotRam(u64),

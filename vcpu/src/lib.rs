@@ -108,8 +108,9 @@
 //! # }
 //! ```
 //!
-//! `cargo test -p hvkit-vcpu vmcs_traffic -- --nocapture` prints the figures of every common
-//! exit, and `svm_clean_bits` the share of VMRUNs that re-enter with every VMCB area clean.
+//! `cargo bench -p hvkit-vcpu --bench vmcs_traffic` prints the figures of every common exit:
+//! VMREADs and VMWRITEs on VMX, and the VMCB areas left clean for the next VMRUN on SVM. The
+//! host tests `vmcs_traffic` and `svm_clean_bits` hold them to their budgets.
 //!
 //! # Proven on emulated hardware
 //! `cargo xtask e2e` (part of `cargo xtask test`) boots `examples/baremetal` under Bochs 2.7

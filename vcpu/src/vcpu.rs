@@ -36,8 +36,20 @@ pub struct VcpuConfig {
     pub state: GuestState,
     /// Guest-physical regions known at creation (more RAM: [`Vcpu::add_ram`]).
     pub memory: MemoryMap,
-    /// The VPID (VMX) or ASID (SVM) of this vCPU; 0 means none on VMX (every entry flushes the
-    /// TLB) and is replaced by 1 on SVM, where ASID 0 is the host's.
+    /// The VPID (VMX) or ASID (SVM) of this vCPU, used as given (the caller picks it; nothing
+    /// hands them out).
+    ///
+    /// On VMX, 0 means no VPID (every VM entry and exit flushes the linear and combined
+    /// translations); any other value is used when the processor has "enable VPID", and
+    /// [`Vcpu::new`] invalidates its translations (INVVPID) before the first entry (SDM Vol. 3C
+    /// 29.1 "Virtual Processor Identifiers (VPIDs)", 29.4.3.3 "Guidelines for Use of the INVVPID
+    /// Instruction").
+    ///
+    /// On SVM it is the guest ASID and must be between 1 and the processor's ASID count minus 1
+    /// (CPUID Fn8000_000A_EBX): 0 is the host's. [`Vcpu::new`] refuses anything else with
+    /// [`VcpuError::Asid`] ([`crate::svm::AsidError`]); the first VMRUN flushes the whole TLB
+    /// (APM 15.16 "TLB Control"). A caller that wants ASIDs handed out and recycled per
+    /// processor uses [`hvkit_svm::asid::AsidAllocator`] and passes the ASID it assigns.
     pub vpid: u16,
     /// Take external interrupts as exits ([`crate::ExitKind::ExternalInterrupt`]) instead of
     /// delivering them straight to the guest. Off by default: then the host's device
@@ -128,7 +140,10 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
     ///
     /// # Errors
     /// [`VcpuError::Unsupported`] without VT-x/AMD-V (or EPT/NPT, or unrestricted guest for an
-    /// unpaged state), the enabling step that failed, or [`VcpuError::OutOfMemory`].
+    /// unpaged state), the enabling step that failed, [`VcpuError::OutOfMemory`];
+    /// [`VcpuError::Asid`] on SVM for an ASID ([`VcpuConfig::vpid`]) of 0 or not below the
+    /// processor's ASID count; [`VcpuError::Invalidation`] on VMX when the INVVPID or INVEPT
+    /// that clears stale translations of the VPID or EPTP fails.
     ///
     /// # Safety
     /// - CPL 0 in 64-bit mode, on the processor that will run this vCPU, which the caller does
@@ -505,8 +520,16 @@ impl<'p, P: Platform + ?Sized> Vcpu<'p, P> {
         Ok(())
     }
 
-    /// Makes the host own more CR0/CR4 bits (their changes exit as CR accesses; the guest reads
-    /// its own values through the read shadows). On SVM, any CR0/CR4 write then exits.
+    /// Makes the host own more CR0/CR4 bits. What that means differs by vendor:
+    ///
+    /// - VMX (guest/host masks and read shadows, SDM Vol. 3C 25.6.6): only a write that changes
+    ///   an owned bit exits as [`crate::ExitKind::CrAccess`]; reads do not exit and see the read
+    ///   shadow for owned bits. Details: [`crate::vmx::VmxCore::set_cr_masks`].
+    /// - SVM (no masks, no shadows, APM 15.9): a non-zero mask intercepts *every* write of that
+    ///   register (MOV to CR0/CR4; LMSW and CLTS for CR0), whatever bits it changes; reads are
+    ///   not shadowed: they do not exit and return the value the guest runs with (the read
+    ///   intercepts of [`crate::svm::SvmCore::intercept_cr`] could make them exit, but `Vcpu`
+    ///   does not offer them). Details: [`crate::svm::SvmCore::set_cr_masks`].
     ///
     /// # Errors
     /// [`VcpuError::Vmcs`].

@@ -433,10 +433,30 @@ impl<V: DerefMut<Target = Vmcb>, M: PhysMemory> SvmCore<V, M> {
         Ok(())
     }
 
-    /// Makes the host own CR0/CR4 bits. SVM has no guest/host masks or read shadows: a non-zero
-    /// mask intercepts every write of that register (APM 15.9 "Instruction Intercepts", CR
-    /// write intercepts), which reaches the caller as [`ExitKind::CrAccess`] (or is applied by
-    /// [`handle_default`](Self::handle_default)); reads are not intercepted.
+    /// Makes the host own CR0/CR4 bits, as far as SVM can: with write intercepts only. SVM has no
+    /// guest/host masks and no read shadows (APM 15.9 "Instruction Intercepts", the CR read and
+    /// write intercept vector at VMCB offset 000h, Appendix B Table B-1), so:
+    ///
+    /// - **which bits** does not matter to the processor: a non-zero `cr0` turns on the CR0
+    ///   write intercept, a non-zero `cr4` the CR4 write intercept, 0 turns it off; the masks
+    ///   themselves are only kept for [`cr_masks`](Self::cr_masks);
+    /// - **writes**: *every* write of an intercepted register exits as [`ExitKind::CrAccess`],
+    ///   also one that changes no owned bit (each costs an exit): MOV to CR0/CR4, and for CR0
+    ///   also LMSW and CLTS ([`CrAccessKind::Lmsw`], [`CrAccessKind::Clts`]), which the APM
+    ///   counts as CR0 writes. [`handle_default`](Self::handle_default) applies an intercepted
+    ///   MOV to CR0/CR3/CR4 exactly as the guest asked (the VMCB gets the guest's value; nothing
+    ///   keeps the host's owned bits; #GP for PG without PE or CR0 bits 63:32) and leaves LMSW
+    ///   and CLTS to the caller;
+    /// - **reads are not shadowed**: MOV from CR0/CR4 and SMSW do not exit and return the
+    ///   VMCB's CR0/CR4, the values the guest runs with. A host that runs the guest with bits
+    ///   other than the guest believes must also intercept the reads
+    ///   ([`intercept_cr`](Self::intercept_cr)`(0 or 4, true, _)`, exits as
+    ///   [`CrAccessKind::Read`]) and answer them itself:
+    ///   [`handle_default`](Self::handle_default) answers an intercepted read with the VMCB's
+    ///   value, not with a shadow.
+    ///
+    /// VMX differs: [`crate::vmx::VmxCore::set_cr_masks`] sets real guest/host masks and read
+    /// shadows, so only writes that change an owned bit exit and reads see the shadow.
     ///
     /// # Errors
     /// None on SVM.

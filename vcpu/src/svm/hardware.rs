@@ -20,7 +20,6 @@ use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use hvkit_paging::{Flush, GuestPhysAddr, HostPhysAddr, Nested, NptCapabilities};
-use hvkit_svm::asid::AsidAllocator;
 use hvkit_svm::enable::{SvmMsrs, disable_svm, enable_svm, host_capabilities};
 use hvkit_svm::features::SvmFeatureFlags;
 use hvkit_svm::instructions::{HardwareCpuid, HardwareSvmMsrs, clgi, stgi};
@@ -117,6 +116,8 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
         if !caps.svm.has(SvmFeatureFlags::NESTED_PAGING) {
             return Err(Unsupported::NoNestedPaging.into());
         }
+        // The configured ASID, if the processor has it (APM 15.16 "TLB Control").
+        let asid = super::setup::guest_asid(config.vpid, caps.svm.asid_count)?;
         // SAFETY: CPL 0 (the caller's obligation).
         let mut msrs = unsafe { HardwareSvmMsrs::new() };
         enable_svm(
@@ -146,13 +147,8 @@ impl<'p, P: Platform + ?Sized> SvmVcpu<'p, P> {
             NestedPaging::Npt { ncr3, table } => (*ncr3, table.config().levels),
             NestedPaging::Ept { .. } => (hvkit_paging::NestedCr3(0), 4),
         };
-        // One vCPU per processor (the caller's obligation): this allocator is the processor's.
         // The first VMRUN flushes the whole TLB: the ASID may tag translations of an earlier
         // user of this processor.
-        let asid = match AsidAllocator::new(caps.svm.asid_count) {
-            Ok(mut a) => a.assign(None).assignment.asid,
-            Err(_) => u32::from(config.vpid.max(1)),
-        };
         let tlb_control = TlbControl::FLUSH_ALL;
         // The guest VMCB frame is owned by this vCPU, 4 KiB aligned and zeroed, and reached only
         // through `VmcbFrame` from now on (the type invariant).

@@ -54,4 +54,6 @@ mod tests;
 
 pub use self::core::{CleanStats, CodeMemory, Entry, NoMemory, SvmCore, fixed_length};
 pub use self::guest_memory::PlatformMemory;
-pub use self::setup::{VmcbLayout, base_intercepts, write_state, write_vmcb};
+pub use self::setup::{
+    AsidError, VmcbLayout, base_intercepts, guest_asid, write_state, write_vmcb,
+};

@@ -32,7 +32,7 @@ pub struct VmcbLayout {
     pub iopm: u64,
     /// Physical address of the 8 KiB MSR permission map.
     pub msrpm: u64,
-    /// The guest ASID (never 0; from `hvkit_svm::asid::AsidAllocator`).
+    /// The guest ASID (never 0; checked by [`guest_asid`] against the processor's count).
     pub asid: u32,
     /// TLB_CONTROL for the first VMRUN (a new ASID generation flushes everything).
     pub tlb_control: TlbControl,
@@ -45,6 +45,52 @@ pub struct VmcbLayout {
     /// Physical INTR and NMI exit (with V_INTR_MASKING, so the guest's RFLAGS.IF masks only
     /// virtual interrupts); otherwise they go to the guest.
     pub external_interrupt_exiting: bool,
+}
+
+/// Why a configured ASID ([`crate::VcpuConfig::vpid`]) cannot be used (APM 15.16 "TLB
+/// Control": ASID 0 is the host's; CPUID Fn8000_000A_EBX is the number of ASIDs, NASID, so the
+/// guest ASIDs are 1 … NASID − 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsidError {
+    /// ASID 0 belongs to the host; VMRUN refuses a guest with it (APM 15.5.1 "Basic
+    /// Operation", the consistency checks).
+    #[error("ASID 0 is the host's; a guest needs 1 or more")]
+    Zero,
+    /// The ASID is not below the processor's ASID count.
+    #[error("ASID {asid} is not below the processor's ASID count {count} (CPUID Fn8000_000A_EBX)")]
+    OutOfRange {
+        /// The configured ASID.
+        asid: u32,
+        /// NASID, CPUID Fn8000_000A_EBX.
+        count: u32,
+    },
+}
+
+/// The guest ASID for a configured value: `configured` itself if it is a guest ASID of a
+/// processor with `asid_count` ASIDs (CPUID Fn8000_000A_EBX), that is 1 ≤ `configured` <
+/// `asid_count` (APM 15.16 "TLB Control").
+///
+/// The value is used as it is: which vCPU gets which ASID on a processor is the caller's
+/// choice (the same ASID for two vCPUs that run on one processor shares their TLB entries; a
+/// caller that wants ASIDs handed out and recycled uses [`hvkit_svm::asid::AsidAllocator`] and
+/// passes what it assigns).
+///
+/// # Errors
+/// [`AsidError::Zero`] for 0; [`AsidError::OutOfRange`] for an ASID ≥ `asid_count` (every ASID
+/// when the processor reports fewer than 2).
+pub const fn guest_asid(configured: u16, asid_count: u32) -> Result<u32, AsidError> {
+    let asid = configured as u32;
+    if asid == 0 {
+        return Err(AsidError::Zero);
+    }
+    if asid >= asid_count {
+        return Err(AsidError::OutOfRange {
+            asid,
+            count: asid_count,
+        });
+    }
+    Ok(asid)
 }
 
 /// A segment register in the VMCB format (APM Table B-2: attributes are descriptor bits 47:40

@@ -134,6 +134,63 @@ fn presets_pass_the_vmrun_checks() {
     assert_eq!(vmcb.save().cs().base, 0);
 }
 
+/// The configured ASID (`VcpuConfig::vpid`) is what the VMCB gets when the processor has it:
+/// QEMU TCG reports 16 ASIDs, Bochs' trinity_apu 64 (CPUID Fn8000_000A_EBX).
+#[test]
+fn the_configured_asid_is_used_when_the_processor_has_it() {
+    for (configured, count) in [(1, 16), (7, 16), (15, 16), (1, 64), (63, 64), (1, 2)] {
+        assert_eq!(guest_asid(configured, count), Ok(u32::from(configured)));
+    }
+    let count = caps(NP).svm.asid_count;
+    assert_eq!(count, 16);
+    let mut l = layout();
+    l.asid = guest_asid(9, count).unwrap();
+    let mut vmcb = Box::new(Vmcb::new());
+    write_vmcb(
+        &mut vmcb,
+        &l,
+        &GuestState::long_mode_flat(0x1000, 0x1000, 0x8000),
+    );
+    assert_eq!(vmcb.control().guest_asid(), 9);
+    let mut c: TestCore = SvmCore::new(vmcb, caps(NP));
+    assert_eq!(c.prepare_entry().unwrap(), Entry::Run);
+    assert!(c.violations().is_empty());
+}
+
+/// ASID 0 (the host's) and ASIDs the processor lacks are typed errors, which `Vcpu::new`
+/// returns before it enables SVM.
+#[test]
+fn the_host_asid_and_missing_asids_are_refused() {
+    assert_eq!(guest_asid(0, 16), Err(AsidError::Zero));
+    assert_eq!(guest_asid(0, 0), Err(AsidError::Zero));
+    for (asid, count) in [(16, 16), (17, 16), (64, 64), (u16::MAX, 64), (1, 1), (1, 0)] {
+        assert_eq!(
+            guest_asid(asid, count),
+            Err(AsidError::OutOfRange {
+                asid: u32::from(asid),
+                count
+            }),
+            "{asid} of {count}"
+        );
+    }
+    let e = VcpuError::from(guest_asid(16, 16).unwrap_err());
+    assert_eq!(
+        e,
+        VcpuError::Asid(AsidError::OutOfRange {
+            asid: 16,
+            count: 16
+        })
+    );
+    assert_eq!(
+        std::format!("{e}"),
+        "ASID 16 is not below the processor's ASID count 16 (CPUID Fn8000_000A_EBX)"
+    );
+    assert_eq!(
+        std::format!("{}", AsidError::Zero),
+        "ASID 0 is the host's; a guest needs 1 or more"
+    );
+}
+
 #[test]
 fn a_failed_check_refuses_the_entry_and_names_the_rules() {
     let mut vmcb = Box::new(Vmcb::new());
@@ -459,8 +516,8 @@ fn exitintinfo_is_reinjected_first_and_the_rest_waits() {
 }
 
 /// The share of VMRUNs that re-enter with every VMCB area clean, for a loop of common exits
-/// handled the usual way (the figure the e2e summary reports). Run with
-/// `cargo test -p hvkit-vcpu svm_clean_bits -- --nocapture`.
+/// handled the usual way (the figure the e2e summary reports). The clean areas per exit kind:
+/// `cargo bench -p hvkit-vcpu --bench vmcs_traffic`.
 #[test]
 fn svm_clean_bits() {
     let mut c = core(NP);

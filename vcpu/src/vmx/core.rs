@@ -19,8 +19,9 @@
 //! event delivery; RIP, RSP, RFLAGS, CR0/3/4 and the interruptibility state only when a handler
 //! asks, and then once per exit. Writes happen at the next entry, and only for fields that
 //! changed. A CPUID exit handled with [`VmxCore::complete_cpuid`] costs 4 VMREADs (reason,
-//! instruction length, RIP, interruptibility) and 1 VMWRITE (RIP); the `vmcs_traffic` test
-//! prints the figures of every common exit.
+//! instruction length, RIP, interruptibility) and 1 VMWRITE (RIP); the `vmcs_traffic`
+//! benchmark (`cargo bench -p hvkit-vcpu --bench vmcs_traffic`) prints the figures of every
+//! common exit, and the `vmcs_traffic` test holds them to their budgets.
 
 use hvkit_paging::GuestPhysAddr;
 use hvkit_vmx::capabilities::FixedBits;
@@ -365,8 +366,25 @@ impl<V: VmcsWrite> VmxCore<V> {
         Ok(())
     }
 
-    /// Makes the host own more CR0/CR4 bits (guest writes that change them exit as
-    /// [`ExitKind::CrAccess`]; guest reads see the current values through the read shadows).
+    /// Makes the host own more CR0/CR4 bits, on top of the ones VMX itself fixes
+    /// (IA32_VMX_CR0/CR4_FIXED0/1, CR4.VMXE; see [`CrPolicy`]). Writes the CR0 and CR4
+    /// guest/host masks and sets the read shadows to the guest's current view (4 VMWRITEs; SDM
+    /// Vol. 3C 25.6.6 "Guest/Host Masks and Read Shadows for CR0 and CR4"). Then:
+    ///
+    /// - **writes**: MOV to CR0/CR4 exits as [`ExitKind::CrAccess`] only if it would give an
+    ///   owned bit a value other than its read shadow; CLTS exits only if CR0.TS is owned and its
+    ///   shadow is 1; LMSW only if it would change an owned bit among CR0\[3:0\] (SDM 26.1.3
+    ///   "Instructions That Cause VM Exits Conditionally"). Other writes complete in the guest
+    ///   without an exit and change only the guest-owned bits.
+    ///   [`handle_default`](Self::handle_default) applies an intercepted MOV to CR0/CR3/CR4
+    ///   (the shadow gets the guest's value, the processor runs with the fixed bits forced) and
+    ///   leaves LMSW and CLTS to the caller;
+    /// - **reads**: MOV from CR0/CR4 and SMSW do not exit; they return the read shadow for owned
+    ///   bits and the real value for the others (SDM 26.3 "Changes to Instruction Behavior in
+    ///   VMX Non-Root Operation").
+    ///
+    /// SVM differs: [`crate::svm::SvmCore::set_cr_masks`] can only intercept every write of the
+    /// register, and keeps no read shadow.
     ///
     /// # Errors
     /// [`VcpuError::Vmcs`].

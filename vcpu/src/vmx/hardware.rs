@@ -4,8 +4,9 @@
 //! Manual: Intel® 64 and IA-32 Architectures Software Developer's Manual, Combined Volumes, Order
 //! Number 325462-086US, December 2024, Vol. 3C 24.7 "Enabling and Entering VMX Operation", 25.2
 //! "Format of the VMCS Region" (revision identifier in the first 4 bytes), 25.11.3 "Initializing
-//! a VMCS" (VMCLEAR, VMPTRLD), 29.4.3 "Invalidating Cached Translation Information" (INVEPT),
-//! Appendix A.10 "VPID and EPT Capabilities".
+//! a VMCS" (VMCLEAR, VMPTRLD), 29.4.3 "Invalidating Cached Translation Information" (INVEPT, and
+//! INVVPID with INVEPT at creation: [`super::invalidate`]), 31.3 "VMX Instructions", Appendix
+//! A.10 "VPID and EPT Capabilities".
 // UNSAFETY: enables VMX, makes the VMCS current and enters the guest; the vCPU's constructor
 // carries the obligations.
 #![expect(
@@ -18,7 +19,7 @@ use hvkit_vmx::capabilities::{EptVpidCap, VmxCapabilities};
 use hvkit_vmx::enable::{self, HardwareCpu, SmxMode, VmxCpu, VmxOn, VmxonRegion};
 use hvkit_vmx::exit::ExitReason;
 use hvkit_vmx::fields::exit_info;
-use hvkit_vmx::instructions::{self, InveptType};
+use hvkit_vmx::instructions::{self, InveptType, InvvpidType};
 use hvkit_vmx::msr_bitmap::MsrIntercept;
 use hvkit_vmx::vmcs::{CurrentVmcs, VmcsRead};
 use hvkit_vmx::{IoBitmaps, MsrBitmap, VmFail, VmInstructionError};
@@ -27,6 +28,9 @@ use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
 
 use super::core::{CrPolicy, VmxCore};
+use super::invalidate::{
+    Invalidate, UNSUPPORTED_TYPE, invalidate_new_vcpu, invept_supported, invvpid_supported,
+};
 use super::setup::{VmcsLayout, VmxOptions, controls_request, write_vmcs};
 use super::switch::{self, Switch, SwitchArea};
 use crate::bitmap::Bitmap;
@@ -184,6 +188,19 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         // SAFETY: CPL 0 and a readable GDT (the caller's obligations).
         let host = unsafe { crate::capture::host_state() };
         write_vmcs(me.core.vmcs_mut(), &layout, &config.state, &host)?;
+        // Translations an earlier vCPU left under this VPID or EPTP (SDM 29.4.3.2): gone
+        // before the first entry. Without "enable VPID" the VM entry flushes VPID 0000H.
+        let vpid =
+            if controls.secondary & hvkit_vmx::controls::SecondaryControls::ENABLE_VPID.bits() != 0
+            {
+                config.vpid
+            } else {
+                0
+            };
+        // VMX root operation at CPL 0 until `me` is dropped, and `ept_vpid` is this
+        // processor's IA32_VMX_EPT_VPID_CAP: the invariant of `HardwareInvalidate`.
+        let mut cpu = HardwareInvalidate { caps: ept_vpid };
+        invalidate_new_vcpu(&mut cpu, vpid, eptp)?;
         me.core.regs = config.state.regs;
         me.core.xcr0_supported = method.supported_xcr0();
         me.core.xcr0 = 1;
@@ -307,6 +324,38 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
             .read(exit_info::EXIT_REASON)
             .ok()
             .map(ExitReason)
+    }
+}
+
+/// INVEPT and INVVPID on this processor, for [`invalidate_new_vcpu`].
+///
+/// Type invariant: the processor is in VMX root operation at CPL 0 while this value lives, and
+/// `caps` is its IA32_VMX_EPT_VPID_CAP.
+struct HardwareInvalidate {
+    caps: EptVpidCap,
+}
+
+impl Invalidate for HardwareInvalidate {
+    fn capabilities(&self) -> EptVpidCap {
+        self.caps
+    }
+
+    fn invvpid(&mut self, kind: InvvpidType) -> Result<(), VmFail> {
+        if !invvpid_supported(self.caps, kind) {
+            return Err(UNSUPPORTED_TYPE);
+        }
+        // SAFETY: VMX root operation at CPL 0 (the type invariant); INVVPID exists (bit 32,
+        // checked with the type's bit just above), so it cannot raise #UD.
+        unsafe { instructions::invvpid(kind) }
+    }
+
+    fn invept(&mut self, kind: InveptType) -> Result<(), VmFail> {
+        if !invept_supported(self.caps, kind) {
+            return Err(UNSUPPORTED_TYPE);
+        }
+        // SAFETY: VMX root operation at CPL 0 (the type invariant); INVEPT exists (bit 20,
+        // checked with the type's bit just above), so it cannot raise #UD.
+        unsafe { instructions::invept(kind) }
     }
 }
 

@@ -495,7 +495,7 @@ fn xcr0_rules() {
 }
 
 /// The VMCS traffic of each common exit handled the usual way and resumed (one row per exit).
-/// Run with `cargo test -p hvkit-vcpu vmcs_traffic -- --nocapture` to see the table.
+/// The figures themselves: `cargo bench -p hvkit-vcpu --bench vmcs_traffic` prints them.
 #[test]
 fn vmcs_traffic() {
     type Handler = fn(&mut VmxCore<Counting<SoftVmcs>>);
