@@ -48,6 +48,7 @@ const MARKERS: &[(&str, bool)] = &[
         false,
     ),
     ("HVKIT-LOADED", false),
+    ("HVKIT-USER ok", false),
     ("HVKIT-HOTPLUG refused, cpu1 online", true),
     (
         "hvkit: refusing suspend/hibernation while the CPUs are virtualized",
@@ -82,6 +83,9 @@ const BAD: &[&str] = &[
     "CAN ENABLE",
     "general protection fault",
 ];
+
+/// Console lines that fail a run even before init starts.
+const BAD_AT_BOOT: &[&str] = &["BUG:", "Oops", "Kernel panic", "general protection fault"];
 
 fn dir() -> PathBuf {
     root().join("target/linux-module")
@@ -338,10 +342,10 @@ impl Cpio {
 
 /// Builds the initramfs: busybox, the init script, the CPUID and FPU helpers and the module.
 fn build_initramfs(module: &Path) -> Result<PathBuf> {
-    announce("building the busybox initramfs (init, hvkit-cpuid, hvkit.ko)");
+    announce("building the busybox initramfs (init, hvkit-cpuid, hvkit-user, hvkit-fpu, hvkit.ko)");
     let example = root().join("examples/linux-module/initramfs");
     let mut helpers = Vec::new();
-    for name in ["hvkit-cpuid", "hvkit-fpu"] {
+    for name in ["hvkit-cpuid", "hvkit-user", "hvkit-fpu"] {
         let helper = dir().join(name);
         run_quiet(
             &format!("gcc -static {name}"),
@@ -530,7 +534,14 @@ fn judge(text: &str, run: &Run) -> std::result::Result<u64, String> {
             None => return Err(format!("missing marker {marker:?}")),
         }
     }
+    // The whole log for kernel failures; from init on also for warnings and traces (Debian's
+    // kernel warns at boot on some emulated CPUs, e.g. Bochs's XSAVE layout, before any hvkit).
     let init = text.find("HVKIT-INIT start").unwrap_or(0);
+    for line in text[..init].lines() {
+        if let Some(bad) = BAD_AT_BOOT.iter().find(|b| line.contains(*b)) {
+            return Err(format!("console shows {bad:?} at boot: {}", line.trim()));
+        }
+    }
     for line in text[init..].lines() {
         if let Some(bad) = BAD.iter().find(|b| line.contains(*b)) {
             return Err(format!("console shows {bad:?}: {}", line.trim()));

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 /*
- * hvkit.ko: the C half. Module entry points, page allocation, on_each_cpu, the kernel's CR4
- * helpers and TSS-limit reload, the kernel-FPU section around (de)virtualizing, refusing CPU
- * hotplug and suspend while loaded, debugfs figures and printk. The hypervisor itself is the
+ * hvkit.ko: the C half. Module entry points, page allocation, per-CPU kworkers
+ * (smp_call_on_cpu) and on_each_cpu, the kernel's CR4 helpers and TSS-limit reload, the
+ * kernel-FPU section around (de)virtualizing, the probes of what the guest may not do, refusing
+ * CPU hotplug and suspend while loaded, debugfs figures and printk. The hypervisor itself is the
  * Rust half (hvkit_rust.o, built on hvkit-vcpu); see README.md.
  */
 #include <linux/module.h>
@@ -24,6 +25,7 @@
 #include <asm/fpu/api.h>
 #include <asm/fpu/xcr.h>
 #include <asm/asm.h>
+#include <asm/trapnr.h>
 
 #define HVKIT_POOL_ORDER 9 /* 2 MiB, 512 frames, 2 MiB aligned */
 #define HVKIT_MAX_CPUS 64
@@ -69,14 +71,20 @@ static long results[HVKIT_MAX_CPUS];
 static bool virtualized[HVKIT_MAX_CPUS];
 static struct dentry *dir;
 
-static void virtualize_cpu(void *unused)
+/*
+ * Virtualizing and devirtualizing run in task context, in the CPU's bound kworker
+ * (smp_call_on_cpu), not in an IPI: kernel_fpu_begin() is only allowed where irq_fpu_usable()
+ * holds, and a function-call IPI that interrupts softirq processing is not such a place (the
+ * kernel warns, kernel/fpu/core.c). Interrupts are off across the switch itself, as the host
+ * half expects.
+ */
+static int virtualize_cpu(void *unused)
 {
-	unsigned int cpu = smp_processor_id();
+	unsigned int cpu = raw_smp_processor_id(); /* a bound kworker: it stays on this CPU */
+	unsigned long flags;
 
-	if (cpu >= HVKIT_MAX_CPUS || !irq_fpu_usable()) {
-		results[cpu % HVKIT_MAX_CPUS] = -EBUSY;
-		return;
-	}
+	if (cpu >= HVKIT_MAX_CPUS)
+		return -E2BIG;
 	/*
 	 * A kernel-FPU section around the switch: the interrupted task's registers are saved to
 	 * memory (and reloaded on its return to user space), so the FPU is the kernel's scratch
@@ -84,63 +92,169 @@ static void virtualize_cpu(void *unused)
 	 * (Vcpu::capture_extended_state, Vcpu::set_xcr0).
 	 */
 	kernel_fpu_begin();
+	local_irq_save(flags);
 	if (intel)
 		cr4_set_bits(X86_CR4_VMXE);
 	results[cpu] = hvkit_rust_virtualize(cpu);
 	if (results[cpu] == 0) {
 		virtualized[cpu] = true;
+		/*
+		 * Now a guest. CR4.VMXE belongs to the host and reads as 0 (the CR4 read shadow);
+		 * drop it from the kernel's CR4 copy too, or the next CR4 write the kernel makes from
+		 * that copy (TSD for PR_SET_TSC, PGE for a global TLB flush without INVPCID, PCE)
+		 * would try to set VMXE and take the #GP a CPU without VMX gives. Writing CR4 with
+		 * VMXE clear leaves the real bit alone (guest/host mask, SDM 25.6.6).
+		 */
+		if (intel)
+			cr4_clear_bits(X86_CR4_VMXE);
 	} else if (intel) {
 		cr4_clear_bits(X86_CR4_VMXE);
 	}
+	local_irq_restore(flags);
 	kernel_fpu_end();
+	return 0;
 }
 
-static void devirtualize_cpu(void *unused)
+static int devirtualize_cpu(void *unused)
 {
-	unsigned int cpu = smp_processor_id();
+	unsigned int cpu = raw_smp_processor_id(); /* a bound kworker: it stays on this CPU */
+	unsigned long flags;
 	long r;
 
 	if (cpu >= HVKIT_MAX_CPUS || !virtualized[cpu])
-		return;
+		return 0;
 	kernel_fpu_begin();
+	local_irq_save(flags);
 	/*
 	 * Native again when this returns: hvkit-vcpu loaded the guest's FS/GS/KernelGS bases,
-	 * SYSCALL and SYSENTER MSRs, GDTR/IDTR and LDTR (Vcpu::load_native_state). Left here: what
-	 * only the kernel does, TR's limit (a VM exit sets it to 0x67) and CR4.VMXE.
+	 * SYSCALL and SYSENTER MSRs, GDTR/IDTR and LDTR (Vcpu::load_native_state), and the host
+	 * half continued with the guest's CR4 less VMXE (after VMXOFF). Left here: what only the
+	 * kernel does, TR's limit (a VM exit sets it to 0x67).
 	 */
 	r = hvkit_rust_devirtualize(intel);
-	if (intel) {
+	if (intel)
 		invalidate_tss_limit();
-		cr4_clear_bits(X86_CR4_VMXE);
-	}
+	local_irq_restore(flags);
 	kernel_fpu_end();
 	results[cpu] = r;
 	virtualized[cpu] = false;
+	return 0;
 }
 
-/* A read of the hypervisor's own memory from the guest: answered with #GP, caught here. */
+/* Runs f on every online CPU in turn, in that CPU's kworker (callers hold cpus_read_lock). */
+static void for_each_cpu_in_task(int (*f)(void *))
+{
+	unsigned int cpu;
+
+	for_each_online_cpu(cpu) {
+		int r = smp_call_on_cpu(cpu, f, NULL, false);
+
+		if (r && cpu < HVKIT_MAX_CPUS)
+			results[cpu] = r;
+	}
+}
+
+/*
+ * The guest may neither read nor write the hypervisor's own memory: each access is a
+ * nested-page fault the host answers with #GP, caught here by an exception-table fixup (the
+ * instruction after the access is skipped, so `done` stays 0). The write goes to the pool's
+ * last frame.
+ */
 static bool probe_denied(void)
 {
-	unsigned long value = 0x5a5a5a5a;
+	unsigned long value = 0x5a5a5a5a, read_done = 0, write_done = 0;
+	unsigned long last = pool + ((1UL << HVKIT_POOL_ORDER) - 1) * PAGE_SIZE;
 
 	asm volatile("1: movq (%[p]), %[v]\n"
+		     "movq $1, %[d]\n"
 		     "2:\n" _ASM_EXTABLE(1b, 2b)
-		     : [v] "+r"(value)
+		     : [v] "+r"(value), [d] "+r"(read_done)
 		     : [p] "r"(pool)
 		     : "memory");
-	return value == 0x5a5a5a5a;
+	asm volatile("1: movq %[v], (%[p])\n"
+		     "movq $1, %[d]\n"
+		     "2:\n" _ASM_EXTABLE(1b, 2b)
+		     : [d] "+r"(write_done)
+		     : [p] "r"(last), [v] "r"(0xa5a5a5a5UL)
+		     : "memory");
+	if (read_done || write_done)
+		pr_err("hvkit: the guest %s the hypervisor's memory\n",
+		       read_done && write_done ? "read and wrote" : read_done ? "read" : "wrote");
+	return !read_done && !write_done && value == 0x5a5a5a5a;
 }
 
-/* The guest must not be able to turn on VMX or SVM itself: the host answers with #GP. */
+/*
+ * The vector of the exception one instruction raised (EX_TYPE_FAULT stores it in RAX), or -1.
+ * VMXON and VMRUN exit unconditionally in a guest; CPL 0 and a page-aligned operand rule out
+ * every earlier #GP, so what comes back is the host's answer.
+ */
+static long vmxon_vector(void)
+{
+	u64 region = 0x1000;
+	long vector = -1;
+
+	asm volatile("1: vmxon %[r]\n"
+		     "2:\n" _ASM_EXTABLE_FAULT(1b, 2b)
+		     : "+a"(vector)
+		     : [r] "m"(region)
+		     : "cc", "memory");
+	return vector;
+}
+
+static long vmrun_vector(void)
+{
+	long vector = 0x1000; /* RAX: the VMCB address, then the vector */
+
+	asm volatile("1: vmrun %%rax\n"
+		     "2:\n" _ASM_EXTABLE_FAULT(1b, 2b)
+		     : "+a"(vector)
+		     :
+		     : "cc", "memory");
+	return vector == 0x1000 ? -1 : vector;
+}
+
+static long cr4_vmxe_vector(void)
+{
+	unsigned long flags, cr4;
+	long vector = -1;
+
+	local_irq_save(flags);
+	cr4 = __read_cr4() | X86_CR4_VMXE;
+	asm volatile("1: mov %[c], %%cr4\n"
+		     "2:\n" _ASM_EXTABLE_FAULT(1b, 2b)
+		     : "+a"(vector)
+		     : [c] "r"(cr4)
+		     : "memory");
+	local_irq_restore(flags);
+	return vector;
+}
+
+/*
+ * The guest must not be able to turn on VMX or SVM itself, as on a CPU without them: the
+ * capability MSR (Intel) or EFER.SVME (AMD) gives #GP, so does setting CR4.VMXE (Intel), and
+ * VMXON/VMRUN give #UD.
+ */
 static bool nested_refused(void)
 {
+	long insn, cr4 = X86_TRAP_GP;
+	bool msr;
 	u64 value;
 
+	if (intel) {
+		msr = rdmsrl_safe(MSR_IA32_VMX_BASIC, &value) != 0;
+		cr4 = cr4_vmxe_vector();
+		insn = vmxon_vector();
+	} else {
+		msr = !rdmsrl_safe(MSR_EFER, &value) && wrmsrl_safe(MSR_EFER, value | EFER_SVME) != 0;
+		insn = vmrun_vector();
+	}
 	if (intel)
-		return rdmsrl_safe(MSR_IA32_VMX_BASIC, &value) != 0;
-	if (rdmsrl_safe(MSR_EFER, &value))
-		return false;
-	return wrmsrl_safe(MSR_EFER, value | EFER_SVME) != 0;
+		pr_info("hvkit: nested probes: rdmsr IA32_VMX_BASIC %s, CR4.VMXE vector %ld, vmxon vector %ld\n",
+			msr ? "refused" : "TAKEN", cr4, insn);
+	else
+		pr_info("hvkit: nested probes: wrmsr EFER.SVME %s, vmrun vector %ld\n",
+			msr ? "refused" : "TAKEN", insn);
+	return msr && cr4 == X86_TRAP_GP && insn == X86_TRAP_UD;
 }
 
 static int exits_show(struct seq_file *m, void *v)
@@ -176,7 +290,7 @@ static void devirtualize_all(void)
 {
 	unsigned int cpu;
 
-	on_each_cpu(devirtualize_cpu, NULL, 1);
+	for_each_cpu_in_task(devirtualize_cpu);
 	for_each_possible_cpu(cpu) {
 		if (cpu < HVKIT_MAX_CPUS)
 			hvkit_rust_free_stack(cpu);
@@ -229,7 +343,7 @@ static int __init hvkit_init(void)
 	cpu_hotplug_disable();
 	register_pm_notifier(&pm_notifier);
 	cpus_read_lock();
-	on_each_cpu(virtualize_cpu, NULL, 1);
+	for_each_cpu_in_task(virtualize_cpu);
 	for_each_online_cpu(cpu) {
 		if (results[cpu] == 0 && virtualized[cpu]) {
 			ok++;
