@@ -105,8 +105,8 @@ fn smoke_svm_bochs() {
     finish(&outcome);
 }
 
-/// The runner's failure path: an unknown case and a guest-visible exception must both come back
-/// as failed runs with the kernel's reason (these runs are expected to fail, so they print no
+/// The runner's failure path: an unknown case, a guest-visible exception and a missing or empty
+/// boot memory map must all come back as failed runs with the kernel's reason (these runs are expected to fail, so they print no
 /// summary line).
 #[test]
 fn failures_are_reported_qemu() {
@@ -124,6 +124,30 @@ fn failures_are_reported_qemu() {
         "{}",
         exception.report()
     );
+    // A loader without a memory map, or with an empty one (`memmap=none|empty` makes the kernel
+    // take it so): the kernel says why it has no frames and stops, without a panic.
+    for (args, why) in [
+        ("memmap=none", "the boot loader gave no memory map"),
+        (
+            "memmap=empty",
+            "the boot loader's memory map has no entries",
+        ),
+    ] {
+        let case = Case {
+            args,
+            ..Case::new("no-memory-map", Vendor::Svm, Emulator::QEMU)
+        };
+        let outcome = hvkit_e2e::run(&case);
+        assert!(!outcome.pass, "{}", outcome.report());
+        assert!(
+            outcome
+                .reason
+                .contains("FAIL frames: no frame allocator from the boot memory map: ")
+                && outcome.reason.contains(why),
+            "{args}: {}",
+            outcome.report()
+        );
+    }
 }
 
 /// The guest kernel `examples/guests/mbkernel` booted with no hypervisor by

@@ -15,8 +15,14 @@
 
 use core::arch::global_asm;
 use core::fmt::Write;
+use core::ops::Range;
 
+use crate::memmap::{self, LOW_MEMORY_END, MapError, Region, RegionKind, UsableMemory};
 use crate::serial::{self, Serial};
+
+/// The end of the identity map the boot stub builds: PML4[0] → one PDPT whose first four
+/// entries each point to a page directory of 512 2-MiB pages, so 0..4 GiB.
+pub const IDENTITY_MAP_END: u64 = 4 << 30;
 
 /// The GDT selectors set up by the boot stub.
 pub mod selectors {
@@ -449,8 +455,8 @@ unsafe fn module_bytes(start: u32, end: u32) -> &'static [u8] {
 /// type 3 (`mod_start`, `mod_end`, then the string).
 ///
 /// Modules lie outside this kernel's image (both loaders place them above the end of its
-/// `.bss`, and every frame this kernel hands out, guest RAM included, comes from a pool inside
-/// that `.bss`), so nothing here ever writes them.
+/// `.bss`), and [`usable_memory`] keeps them out of the frame allocator, so nothing ever
+/// writes them.
 pub fn modules(magic: u32, info: u32) -> BootModules {
     let mut found = BootModules {
         list: [None; MAX_BOOT_MODULES],
@@ -503,4 +509,132 @@ pub fn modules(magic: u32, info: u32) -> BootModules {
         _ => {}
     }
     found
+}
+
+unsafe extern "C" {
+    /// The first byte of the kernel image (`linker.ld`).
+    static __image_start: u8;
+    /// The end of the kernel's `.bss`, page-aligned (`linker.ld`).
+    static __bss_end: u8;
+}
+
+/// The kernel image in memory, `.bss` (with the boot page tables and stack) included.
+pub fn kernel_image() -> Range<u64> {
+    (&raw const __image_start) as u64..(&raw const __bss_end) as u64
+}
+
+/// Bytes of the multiboot1 information structure up to the framebuffer colour information
+/// (Multiboot 0.6.96 §3.3: `flags` at 0 … `color_info` at 110, 6 bytes).
+const MULTIBOOT1_INFO_SIZE: u64 = 116;
+
+/// Why the boot memory map could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryMapError {
+    /// The multiboot2 information block is not valid (`multiboot2::BootInformation::load`).
+    #[error("the multiboot2 information block at {info:#x} is invalid: {error}")]
+    Multiboot2 {
+        /// Its address.
+        info: u32,
+        /// What the `multiboot2` crate found.
+        error: multiboot2::LoadError,
+    },
+    /// The multiboot1 map does not lie inside the identity map.
+    #[error("the memory map at {addr:#x} ({len} bytes) is not inside the identity map")]
+    Unmapped {
+        /// `mmap_addr`.
+        addr: u32,
+        /// `mmap_length`.
+        len: u32,
+    },
+    /// The map itself, or what is left of it.
+    #[error(transparent)]
+    Map(#[from] MapError),
+}
+
+/// The memory the frame allocator may use: the boot loader's memory map (multiboot1 `flags`
+/// bit 6 with `mmap_length` at offset 44 and `mmap_addr` at 48, Multiboot 0.6.96 §3.3;
+/// multiboot2 tag type 6, Multiboot2 §3.6.8, read with the `multiboot2` crate) from 1 MiB to
+/// [`IDENTITY_MAP_END`], without the kernel image, the boot information (the structure, the
+/// command line, the map, the module list and strings: the kernel keeps `&'static` references
+/// to the strings) and the boot `modules` (the `mbkernel` case reads its guest from them).
+///
+/// # Errors
+/// No map, an invalid map or information block, or no usable memory left.
+pub fn usable_memory(
+    magic: u32,
+    info: u32,
+    command_line: &str,
+    modules: &BootModules,
+) -> Result<UsableMemory, MemoryMapError> {
+    const MAX_EXCLUSIONS: usize = 8 + 2 * MAX_BOOT_MODULES;
+    let mut exclusions = [const { 0..0 }; MAX_EXCLUSIONS];
+    let mut n = 0;
+    let mut exclude = |range: Range<u64>| {
+        if let Some(slot) = exclusions.get_mut(n) {
+            *slot = range;
+            n += 1;
+        }
+    };
+    let string = |s: &str| s.as_ptr() as u64..s.as_ptr() as u64 + s.len() as u64 + 1;
+    exclude(kernel_image());
+    exclude(string(command_line));
+    for module in modules.iter() {
+        let start = module.bytes.as_ptr() as u64;
+        exclude(start..start + module.bytes.len() as u64);
+        exclude(string(module.string));
+    }
+    let bounds = LOW_MEMORY_END..IDENTITY_MAP_END;
+    let addr = u64::from(info);
+    match magic {
+        MULTIBOOT1_MAGIC => {
+            // SAFETY: QEMU/GRUB pass the information structure in EBX, below 4 GiB (mapped).
+            let flags = unsafe { read_u32(addr) };
+            if flags & (1 << 6) == 0 {
+                return Err(MapError::Missing.into());
+            }
+            // SAFETY: as above; `mmap_length`/`mmap_addr` are valid because flags bit 6 is set.
+            let (len, map) = unsafe { (read_u32(addr + 44), read_u32(addr + 48)) };
+            if u64::from(map) + u64::from(len) > IDENTITY_MAP_END {
+                return Err(MemoryMapError::Unmapped { addr: map, len });
+            }
+            exclude(addr..addr + MULTIBOOT1_INFO_SIZE);
+            exclude(u64::from(map)..u64::from(map) + u64::from(len));
+            if flags & (1 << 3) != 0 {
+                // SAFETY: `mods_count`/`mods_addr` are valid because flags bit 3 is set.
+                let (count, table) = unsafe { (read_u32(addr + 20), read_u32(addr + 24)) };
+                exclude(u64::from(table)..u64::from(table) + 16 * u64::from(count));
+            }
+            // SAFETY: the loader's `mmap_length` bytes at `mmap_addr`, inside the identity map
+            // (checked above); nothing writes them (they are excluded from the allocator).
+            let bytes =
+                unsafe { core::slice::from_raw_parts(map as usize as *const u8, len as usize) };
+            Ok(UsableMemory::build(
+                memmap::multiboot1_entries(bytes),
+                bounds,
+                &exclusions[..n],
+            )?)
+        }
+        MULTIBOOT2_MAGIC => {
+            // SAFETY: GRUB passes the 8-byte aligned information block in EBX, below 4 GiB
+            // (mapped), valid for its `total_size` (which `load` checks before reading further);
+            // nothing writes it (it is excluded from the allocator below).
+            let mbi = unsafe {
+                multiboot2::BootInformation::load(
+                    info as usize as *const multiboot2::BootInformationHeader,
+                )
+            }
+            .map_err(|error| MemoryMapError::Multiboot2 { info, error })?;
+            exclude(addr..addr + mbi.total_size() as u64);
+            let map = mbi.memory_map_tag().ok_or(MapError::Missing)?;
+            let entries = map.memory_areas().iter().map(|area| {
+                Ok(Region {
+                    start: area.start_address(),
+                    len: area.size(),
+                    kind: RegionKind(area.typ().val()),
+                })
+            });
+            Ok(UsableMemory::build(entries, bounds, &exclusions[..n])?)
+        }
+        _ => Err(MapError::Missing.into()),
+    }
 }

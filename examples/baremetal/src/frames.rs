@@ -1,77 +1,123 @@
-//! A frame pool for hvkit-paging's table builder: a fixed run of zeroed static pages, handed out
-//! once each (the kernel runs identity-mapped, so a frame's physical address is its pointer).
-// UNSAFETY: implementing hvkit-paging's `unsafe` `TableMemory`/`FrameAllocator` traits means
-// promising pointer validity and exclusive frames; the pool keeps only a raw base pointer.
-#![expect(unsafe_code, reason = "implements the unsafe frame-allocator traits")]
+//! The kernel's frame allocator: one [`FrameBitmap`] over the usable memory of the boot memory
+//! map ([`crate::memmap`]), behind a spin lock, that every frame user shares: the vCPU
+//! [`Platform`](crate::platform::MapPlatform) and [`FramePool`], the frame source of
+//! hvkit-paging's table builder. Frames are zeroed when they are handed out (memory from the map
+//! holds whatever was there before) and counted while they are out.
+//!
+//! The kernel runs identity-mapped over the low 4 GiB (`boot.rs`), so a frame's physical
+//! address is its pointer; the bitmap covers exactly that range (128 KiB of `.bss`).
+// UNSAFETY: zeroing a frame writes through a pointer made from its physical address, and
+// implementing hvkit-paging's `unsafe` `TableMemory`/`FrameAllocator` traits promises pointer
+// validity and exclusive frames.
+#![expect(
+    unsafe_code,
+    reason = "zeroes frames through the identity map; implements the unsafe frame-allocator traits"
+)]
 
 use core::ptr::NonNull;
 
 use hvkit_paging::{FrameAllocator, HostPhysAddr, TableMemory};
 
-use crate::sync::Page;
+use crate::boot::IDENTITY_MAP_END;
+use crate::memmap::{FrameBitmap, FreeError, PAGE_SIZE, UsableMemory};
+use crate::println;
+use crate::sync::{SpinLock, TakeOnce};
 
-/// A bump allocator over `len` static pages starting at `base`.
-#[derive(Debug)]
-pub struct FramePool {
-    base: NonNull<Page>,
-    len: usize,
-    next: usize,
+/// Bitmap words: one bit per frame of the identity map.
+const WORDS: usize = (IDENTITY_MAP_END / PAGE_SIZE / 64) as usize;
+
+const _: () = assert!(FrameBitmap::covered(WORDS) == IDENTITY_MAP_END);
+
+static BITMAP: TakeOnce<[u64; WORDS]> = TakeOnce::new([0; WORDS]);
+
+static ALLOCATOR: SpinLock<Option<FrameBitmap<'static>>> = SpinLock::new(None);
+
+/// Starts the allocator over `memory`, once; returns the frames it manages (`None` if it was
+/// started already).
+///
+/// `memory` must leave out everything still in use: the kernel image, the boot information
+/// and modules, and (through its bounds) memory outside the identity map.
+pub fn init(memory: &UsableMemory) -> Option<usize> {
+    let words = BITMAP.take()?;
+    let bitmap = FrameBitmap::new(words, memory);
+    let total = bitmap.total();
+    ALLOCATOR.with(|a| *a = Some(bitmap));
+    Some(total)
 }
 
-impl FramePool {
-    /// A pool over `pages`, which it owns for the rest of the run.
-    pub fn new(pages: &'static mut [Page]) -> Self {
-        Self {
-            len: pages.len(),
-            base: NonNull::from(pages).cast(),
-            next: 0,
-        }
-    }
-
-    fn start(&self) -> u64 {
-        self.base.as_ptr() as u64
-    }
+/// `count` contiguous zeroed frames, or `None` when there is no such run (or no allocator).
+pub fn allocate_zeroed(count: usize) -> Option<HostPhysAddr> {
+    let addr = ALLOCATOR.with(|a| a.as_mut()?.allocate(count))?;
+    let ptr = core::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
+    // SAFETY: the run is usable memory of the boot map (not the kernel, the boot information or
+    // a module) below `IDENTITY_MAP_END`, so identity-mapped and writable; the bitmap just
+    // marked it allocated, so nothing else uses it; `count * 4096` bytes is its length.
+    unsafe { core::ptr::write_bytes(ptr, 0, count * PAGE_SIZE as usize) };
+    HostPhysAddr::try_new(addr).ok()
 }
 
-// SAFETY: the pool owns its pages outright (the `&'static mut` it was made from is gone), so moving
-// it to another context (this kernel has one CPU) moves that ownership with it.
-unsafe impl Send for FramePool {}
+/// Gives back the run of `count` frames at `first`.
+///
+/// # Errors
+/// The run was not handed out as such (a double free, say): nothing is freed.
+///
+/// # Safety
+/// - nothing (no Rust reference, page table, VMCS/VMCB pointer or the guest) uses the run any
+///   more, since it may be handed out again at once.
+pub unsafe fn free(first: HostPhysAddr, count: usize) -> Result<(), FreeError> {
+    ALLOCATOR.with(|a| match a.as_mut() {
+        Some(bitmap) => bitmap.free(first.as_u64(), count),
+        None => Err(FreeError::NotUsable {
+            addr: first.as_u64(),
+            count,
+        }),
+    })
+}
 
-// SAFETY: every frame handed out lies in the pool, whose pages are 4 KiB-aligned, valid for
-// reads and writes, and reachable through no Rust reference (the `&'static mut` was turned into
-// this raw base); identity mapping makes the pointer of a frame its address, so the same frame
-// gives the same pointer and distinct frames do not overlap; other addresses panic.
+/// Frames handed out and not given back.
+pub fn in_use() -> usize {
+    ALLOCATOR.with(|a| a.as_ref().map_or(0, FrameBitmap::in_use))
+}
+
+fn is_allocated(addr: u64) -> bool {
+    ALLOCATOR.with(|a| a.as_ref().is_some_and(|b| b.is_allocated(addr)))
+}
+
+/// The frame source of hvkit-paging's table builder: frames from the shared allocator, given
+/// back when the table frees them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FramePool;
+
+// SAFETY: every frame handed out comes from `allocate_zeroed` (usable memory of the boot map,
+// identity-mapped below 4 GiB, marked allocated until freed, so reachable through no Rust
+// reference); the identity map makes a frame's pointer its address, so the same frame gives
+// the same pointer and distinct frames do not overlap; any address that is not an allocated
+// frame panics.
 unsafe impl TableMemory for FramePool {
     fn frame_ptr(&self, frame: HostPhysAddr) -> NonNull<u8> {
         let addr = frame.as_u64();
-        let end = self.start() + (self.len as u64) * 4096;
         assert!(
-            (self.start()..end).contains(&addr) && addr % 4096 == 0,
-            "frame {addr:#x} is not in the pool"
+            is_allocated(addr),
+            "frame {addr:#x} is not an allocated frame"
         );
-        // The offset keeps the pointer's provenance (the pool's pages).
-        let offset = (addr - self.start()) as usize / 4096;
-        // SAFETY: `offset` < `len`, so the result stays inside the pool.
-        unsafe { self.base.add(offset) }.cast()
+        match NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr as usize)) {
+            Some(ptr) => ptr,
+            None => panic!("frame 0 is never usable"),
+        }
     }
 }
 
-// SAFETY: frames are handed out once each (the bump index only grows; `free` keeps them out of
-// circulation), zeroed before they are returned, and lie in the pool that `frame_ptr` covers.
+// SAFETY: frames come from `allocate_zeroed` (zeroed, 4 KiB-aligned, inside what `frame_ptr`
+// accepts) and are marked allocated, so not handed out again, until `free` gives them back.
 unsafe impl FrameAllocator for FramePool {
     fn allocate_zeroed(&mut self) -> Option<HostPhysAddr> {
-        if self.next == self.len {
-            return None;
-        }
-        // SAFETY: `next` < `len`: a page of the pool that was never handed out.
-        let page = unsafe { self.base.add(self.next) };
-        self.next += 1;
-        // SAFETY: the page is valid for writes and nothing else refers to it.
-        unsafe { page.write(Page::zeroed()) };
-        HostPhysAddr::try_new(page.as_ptr() as u64).ok()
+        allocate_zeroed(1)
     }
 
-    unsafe fn free(&mut self, _frame: HostPhysAddr) {
-        // A bump pool: freed frames are simply never handed out again.
+    unsafe fn free(&mut self, frame: HostPhysAddr) {
+        // SAFETY: forwarded: the table no longer uses the frame.
+        if let Err(e) = unsafe { free(frame, 1) } {
+            println!("FAIL frames: page-table frame given back: {e}");
+        }
     }
 }

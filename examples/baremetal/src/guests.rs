@@ -25,7 +25,7 @@ use hvkit_vcpu::state::{CR0_PE, CR0_PG, EFER_LMA, GuestState};
 use hvkit_vcpu::{Event, Exit, ExitCounts, ExitKind, Platform, Vcpu, VcpuConfig, VcpuError};
 use x86_64::instructions::port::PortWriteOnly;
 
-use crate::platform::BumpPlatform;
+use crate::platform::MapPlatform;
 use crate::println;
 
 core::arch::global_asm!(
@@ -125,7 +125,7 @@ impl Outcome {
 /// A guest under construction and its run.
 pub(crate) struct Run<'p> {
     pub(crate) name: &'static str,
-    pub(crate) vcpu: Vcpu<'p, BumpPlatform>,
+    pub(crate) vcpu: Vcpu<'p, MapPlatform>,
     pub(crate) counts: ExitCounts,
     pub(crate) host_pass: bool,
     pub(crate) guest_pass: bool,
@@ -135,7 +135,7 @@ impl<'p> Run<'p> {
     /// A vCPU for `config` with no RAM yet (the caller adds it), nothing intercepted beyond
     /// hvkit-vcpu's defaults.
     pub(crate) fn empty(
-        platform: &'p BumpPlatform,
+        platform: &'p MapPlatform,
         name: &'static str,
         config: &VcpuConfig,
     ) -> Option<Self> {
@@ -162,7 +162,7 @@ impl<'p> Run<'p> {
     /// A vCPU in `state` with 2 MiB of RAM at 0, `image` at `load`, the report ports
     /// intercepted.
     fn new(
-        platform: &'p BumpPlatform,
+        platform: &'p MapPlatform,
         name: &'static str,
         config: &VcpuConfig,
         image: &[u8],
@@ -197,7 +197,7 @@ impl<'p> Run<'p> {
     pub(crate) fn drive(
         &mut self,
         limit: u64,
-        mut handler: impl FnMut(&mut Vcpu<'p, BumpPlatform>, &Exit) -> Result<Flow, VcpuError>,
+        mut handler: impl FnMut(&mut Vcpu<'p, MapPlatform>, &Exit) -> Result<Flow, VcpuError>,
     ) -> Ended {
         let name = self.name;
         for _ in 0..limit {
@@ -302,7 +302,7 @@ pub fn mask_pic() {
     }
 }
 
-fn protected<'p>(platform: &'p BumpPlatform, name: &'static str, image: &[u8]) -> Option<Run<'p>> {
+fn protected<'p>(platform: &'p MapPlatform, name: &'static str, image: &[u8]) -> Option<Run<'p>> {
     let config = VcpuConfig::new(GuestState::protected_mode_flat(LOAD as u32, STACK));
     Run::new(platform, name, &config, image, LOAD)
 }
@@ -320,7 +320,7 @@ pub(crate) fn failed(name: &'static str) -> Outcome {
 }
 
 /// cpuid: the policy's leaves, including hvkit's, answered by `handle_default`.
-pub fn cpuid(platform: &BumpPlatform) -> Outcome {
+pub fn cpuid(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(
         platform,
         "cpuid",
@@ -351,7 +351,7 @@ fn port_value(port: u16, size: usize) -> u32 {
 }
 
 /// io: byte/word/dword IN and OUT, string and REP forms.
-pub fn io(platform: &BumpPlatform) -> Outcome {
+pub fn io(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(platform, "io", image!(guest_io_start, guest_io_end)) else {
         return failed("io");
     };
@@ -428,7 +428,7 @@ fn host_msr(msr: u32) -> u64 {
 }
 
 /// msr: intercepted (in and out of the bitmap ranges) and passed-through MSRs.
-pub fn msr(platform: &BumpPlatform) -> Outcome {
+pub fn msr(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(platform, "msr", image!(guest_msr_start, guest_msr_end)) else {
         return failed("msr");
     };
@@ -498,7 +498,7 @@ pub fn msr(platform: &BumpPlatform) -> Outcome {
 }
 
 /// hlt: three HLTs, each counted into the guest's EBX and skipped.
-pub fn hlt(platform: &BumpPlatform) -> Outcome {
+pub fn hlt(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(platform, "hlt", image!(guest_hlt_start, guest_hlt_end)) else {
         return failed("hlt");
     };
@@ -517,7 +517,7 @@ pub fn hlt(platform: &BumpPlatform) -> Outcome {
 }
 
 /// hypercall: PING, a user hypercall with four arguments, an unknown hvkit number.
-pub fn hypercall(platform: &BumpPlatform) -> Outcome {
+pub fn hypercall(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(
         platform,
         "hypercall",
@@ -550,7 +550,7 @@ pub fn hypercall(platform: &BumpPlatform) -> Outcome {
 }
 
 /// npf: three pages above the guest's RAM, mapped on demand.
-pub fn npf(platform: &BumpPlatform) -> Outcome {
+pub fn npf(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(platform, "npf", image!(guest_npf_start, guest_npf_end)) else {
         return failed("npf");
     };
@@ -604,7 +604,7 @@ pub fn npf(platform: &BumpPlatform) -> Outcome {
 
 /// exception: host-injected #DE, #GP(0x18), #PF(6) with CR2, interrupt 0x30; #UD intercepted and
 /// reflected.
-pub fn exception(platform: &BumpPlatform) -> Outcome {
+pub fn exception(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(
         platform,
         "exception",
@@ -682,7 +682,7 @@ pub fn exception(platform: &BumpPlatform) -> Outcome {
 }
 
 /// realmode: a real-mode guest that ends in protected mode.
-pub fn realmode(platform: &BumpPlatform) -> Outcome {
+pub fn realmode(platform: &MapPlatform) -> Outcome {
     let config = VcpuConfig::new(GuestState::real_mode(0, LOAD_REAL as u16, 0x7000));
     let image = image!(guest_realmode_start, guest_realmode_end);
     let Some(mut run) = Run::new(platform, "realmode", &config, image, LOAD_REAL) else {
@@ -714,7 +714,7 @@ pub fn realmode(platform: &BumpPlatform) -> Outcome {
 }
 
 /// paging: a guest that builds 4-level tables, enters long mode and switches CR3.
-pub fn paging(platform: &BumpPlatform) -> Outcome {
+pub fn paging(platform: &MapPlatform) -> Outcome {
     let Some(mut run) = protected(
         platform,
         "paging",
@@ -739,7 +739,7 @@ pub fn paging(platform: &BumpPlatform) -> Outcome {
 /// hostile: writes outside its memory, VMXON/VMLAUNCH or VMRUN/CLGI, a triple fault.
 /// `shutdown_exit`: the CPU reports a guest triple fault as a shutdown exit (Bochs 2.7's SVM
 /// model does not; the runner says so on the command line).
-pub fn hostile(platform: &BumpPlatform, shutdown_exit: bool) -> Outcome {
+pub fn hostile(platform: &MapPlatform, shutdown_exit: bool) -> Outcome {
     let Some(mut run) = protected(
         platform,
         "hostile",
@@ -856,7 +856,7 @@ pub fn hostile(platform: &BumpPlatform, shutdown_exit: bool) -> Outcome {
 }
 
 /// loop: `count` CPUID exits: no frame per exit, no slowdown.
-pub fn exit_loop(platform: &BumpPlatform, name: &'static str, count: u32) -> Outcome {
+pub fn exit_loop(platform: &MapPlatform, name: &'static str, count: u32) -> Outcome {
     let Some(mut run) = protected(platform, name, image!(guest_loop_start, guest_loop_end)) else {
         return failed(name);
     };
@@ -902,7 +902,7 @@ pub fn exit_loop(platform: &BumpPlatform, name: &'static str, count: u32) -> Out
 }
 
 /// exitcost: guest TSC cycles per CPUID round trip. Returns the outcome and the figure.
-pub fn exit_cost(platform: &BumpPlatform) -> (Outcome, u64) {
+pub fn exit_cost(platform: &MapPlatform) -> (Outcome, u64) {
     let Some(mut run) = protected(
         platform,
         "exitcost",
@@ -942,7 +942,7 @@ pub fn exit_cost(platform: &BumpPlatform) -> (Outcome, u64) {
 /// CR0.NW without CD (APM 15.5.1 "Basic Operation", the VMRUN consistency checks; QEMU TCG and
 /// Bochs both check this one). The run must end in an entry-failure exit, twice (a second
 /// `run` fails the same way instead of crashing the host).
-pub fn entry_failure(platform: &BumpPlatform) -> Outcome {
+pub fn entry_failure(platform: &MapPlatform) -> Outcome {
     let mut state = GuestState::protected_mode_flat(LOAD as u32, STACK);
     match hvkit_vcpu::detect_vendor() {
         Some(hvkit_vcpu::cpuid::Vendor::Intel) => {
@@ -1027,7 +1027,7 @@ static BLUEPILL_STACK: crate::sync::TakeOnce<[crate::sync::Page; 4]> =
 /// running a stub of this kernel's code through an identity EPT/NPT of the first 64 MiB: CPUID
 /// finds hvkit, CR3 is the host's, and Rust code in the guest calls PING through
 /// `hypercall::guest`.
-pub fn bluepill(platform: &BumpPlatform) -> Outcome {
+pub fn bluepill(platform: &MapPlatform) -> Outcome {
     let Some(stack) = BLUEPILL_STACK.take() else {
         return failed("bluepill");
     };
@@ -1037,7 +1037,8 @@ pub fn bluepill(platform: &BumpPlatform) -> Outcome {
     let state = unsafe { hvkit_vcpu::capture::current_state(rip, top) };
     let config = VcpuConfig::new(state);
     // SAFETY: as in `Run::new`; the guest runs the host's own code and sees all of the first
-    // 64 MiB (this kernel, its pool): it is this kernel's own, trusted code.
+    // 64 MiB (this kernel, the frames of the boot memory map): it is this kernel's own,
+    // trusted code.
     let vcpu = unsafe { Vcpu::new(platform, &config) };
     let mut vcpu = match vcpu {
         Ok(v) => v,
@@ -1118,7 +1119,7 @@ fn pic_remap_timer_only() {
 /// exit acknowledges the interrupt ([`Vcpu::acknowledged_vector`] = 0x20, the host sends the
 /// EOI); on SVM it stays pending and the host takes it through its own IDT once GIF is set
 /// again, which needs the host's RFLAGS.IF = 1 at VMRUN (APM 15.21.1).
-pub fn external_interrupt(platform: &BumpPlatform) -> Outcome {
+pub fn external_interrupt(platform: &MapPlatform) -> Outcome {
     let mut config = VcpuConfig::new(GuestState::protected_mode_flat(LOAD as u32, STACK));
     config.external_interrupt_exiting = true;
     // STI; INC ECX; JMP back to the INC.
@@ -1179,7 +1180,7 @@ const HOST_XMM0: [u64; 2] = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888];
 ///
 /// `legacy`: the guest uses SSE without XSAVE (XCR0 stays 1). `xsetbv_exit`: the CPU reports the
 /// guest's XSETBV (QEMU 7.2 TCG does not, so there the guest's XCR0 check is skipped).
-pub fn fpu(platform: &BumpPlatform, legacy: bool, xsetbv_exit: bool) -> Outcome {
+pub fn fpu(platform: &MapPlatform, legacy: bool, xsetbv_exit: bool) -> Outcome {
     // SAFETY: CR4.OSFXSR and CR4.OSXSAVE only enable instructions (the CPUs here have XSAVE:
     // CPUID.1:ECX[26] is checked by the XSETBV's #UD otherwise), and XCR0 = 3 is always valid;
     // this kernel is built soft-float, so no compiled code depends on the SSE state.

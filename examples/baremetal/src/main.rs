@@ -9,6 +9,7 @@ mod frames;
 mod guests;
 mod mbkernel;
 mod mbload;
+mod memmap;
 mod platform;
 mod serial;
 mod svm_smoke;
@@ -60,16 +61,23 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     let svm = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 2) != 0;
     let vendor = vendor();
     println!("cpu: {vendor:?}, vmx {vmx}, svm {svm}");
+    let modules = boot::modules(magic, info);
+    start_frames(magic, info, command_line, &modules);
     if vmx || svm {
-        if let Some(platform) = platform::BumpPlatform::take() {
-            let caps = command_line
-                .split_whitespace()
-                .find_map(|word| word.strip_prefix("caps="))
-                .unwrap_or("");
-            let modules = boot::modules(magic, info);
-            if let Some((pass, exits)) = guest_case(case, caps, &platform, &modules) {
-                serial::finish(pass, exits)
-            }
+        let platform = platform::MapPlatform::new();
+        let caps = command_line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix("caps="))
+            .unwrap_or("");
+        let before = platform.frames_in_use();
+        if let Some((pass, exits)) = guest_case(case, caps, &platform, &modules) {
+            let after = platform.frames_in_use();
+            println!(
+                "{} frames: every frame given back after the case: {before} in use before, \
+                 {after} after",
+                if after == before { "ok" } else { "FAIL" }
+            );
+            serial::finish(pass && after == before, exits)
         }
     }
     match (case, vendor) {
@@ -91,6 +99,57 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
     }
 }
 
+/// Starts the frame allocator from the boot memory map and prints what the map gave; a
+/// missing or unusable map ends the run with a FAIL line. `memmap=none` or `memmap=empty` on the
+/// command line stands for a loader that gave no map or one without entries (the runner checks
+/// that the kernel says so and stops).
+fn start_frames(magic: u32, info: u32, command_line: &str, modules: &boot::BootModules) {
+    let pretend = command_line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("memmap="));
+    let memory = match pretend {
+        Some("none") => Err(memmap::MapError::Missing.into()),
+        Some("empty") => memmap::UsableMemory::build(
+            memmap::multiboot1_entries(&[]),
+            memmap::LOW_MEMORY_END..boot::IDENTITY_MAP_END,
+            &[],
+        )
+        .map_err(Into::into),
+        _ => boot::usable_memory(magic, info, command_line, modules),
+    };
+    let memory = match memory {
+        Ok(memory) => memory,
+        Err(e) => {
+            println!("FAIL frames: no frame allocator from the boot memory map: {e}");
+            serial::finish(false, 0)
+        }
+    };
+    if frames::init(&memory).is_none() {
+        println!("FAIL frames: the frame allocator was started twice");
+        serial::finish(false, 0)
+    }
+    let image = boot::kernel_image();
+    print!(
+        "frames: {} KiB usable in {} range{}, {} KiB excluded (map: {} entries, {} KiB \
+         available; excluded: below 1 MiB, above {} GiB, reserved entries, kernel {:#x}-{:#x}, \
+         boot information, {} modules); ranges",
+        memory.usable() / 1024,
+        memory.ranges.len(),
+        if memory.ranges.len() == 1 { "" } else { "s" },
+        memory.excluded() / 1024,
+        memory.entries,
+        memory.available / 1024,
+        boot::IDENTITY_MAP_END >> 30,
+        image.start,
+        image.end,
+        modules.iter().count()
+    );
+    for range in memory.ranges.iter() {
+        print!(" {:#x}-{:#x}", range.start, range.end);
+    }
+    println!("");
+}
+
 /// Runs the guest case `case` (`None` if it is not one), with the emulator capabilities the
 /// runner passed in `caps` (`no-shutdown-exit`: a guest triple fault is not reported as a
 /// shutdown exit) and the boot modules (the `mbkernel` case's guest kernel). Returns whether
@@ -98,7 +157,7 @@ extern "C" fn kernel_main(magic: u32, info: u32) -> ! {
 fn guest_case(
     case: &str,
     caps: &str,
-    platform: &platform::BumpPlatform,
+    platform: &platform::MapPlatform,
     modules: &boot::BootModules,
 ) -> Option<(bool, u64)> {
     guests::mask_pic();
@@ -145,7 +204,7 @@ fn guest_case(
 
 /// The demo: several guests one after the other on one CPU, then a summary of all. Returns
 /// whether all passed and their exits.
-fn demo(platform: &platform::BumpPlatform) -> (bool, u64) {
+fn demo(platform: &platform::MapPlatform) -> (bool, u64) {
     let runs = [
         guests::cpuid(platform),
         guests::io(platform),

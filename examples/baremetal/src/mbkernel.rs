@@ -19,7 +19,7 @@ use hvkit_vcpu::{ExitKind, VcpuConfig, VcpuError};
 use crate::boot::BootModules;
 use crate::guests::{Flow, Outcome, Run, failed};
 use crate::mbload::{self, MAX_MODULES, Module};
-use crate::platform::BumpPlatform;
+use crate::platform::MapPlatform;
 use crate::println;
 
 /// The guest's RAM: 0 to 4 MiB (`mem_lower` 640, `mem_upper` 3072).
@@ -36,7 +36,7 @@ const ENTRY_ESP: u32 = mbload::INFO_AREA_GPA as u32;
 const EXIT_LIMIT: u64 = 100_000;
 
 /// Runs the first boot module as a multiboot kernel.
-pub fn run(platform: &BumpPlatform, boot_modules: &BootModules) -> Outcome {
+pub fn run(platform: &MapPlatform, boot_modules: &BootModules) -> Outcome {
     let mut all = boot_modules.iter();
     let Some(kernel) = all.next() else {
         println!(

@@ -1,83 +1,67 @@
-//! The bare-metal [`Platform`] for hvkit-vcpu: frames from a static pool with a bump pointer,
-//! identity-mapped (physical address = pointer), one CPU. It counts the frames it has out, so a
-//! run can check that a vCPU allocates nothing per exit and gives everything back when dropped.
-// UNSAFETY: implementing the `unsafe trait Platform` promises valid, exclusive, zeroed frames,
-// and zeroing a run means writing through a raw pointer into the pool.
+//! The bare-metal [`Platform`] for hvkit-vcpu: frames from the kernel's allocator over the boot
+//! memory map ([`crate::frames`]), zeroed when handed out, identity-mapped (physical address =
+//! pointer), one CPU. The allocator counts the frames that are out, so a run can check that a
+//! vCPU allocates nothing per exit and gives everything back when dropped; frames given back are
+//! handed out again.
+// UNSAFETY: implementing the `unsafe trait Platform` promises valid, exclusive, zeroed frames.
 #![expect(unsafe_code, reason = "implements hvkit-vcpu's unsafe Platform trait")]
 
-use core::cell::Cell;
 use core::fmt;
 use core::ptr::NonNull;
 
 use hvkit_paging::HostPhysAddr;
 use hvkit_vcpu::{LogLevel, Platform};
 
+use crate::boot::IDENTITY_MAP_END;
+use crate::frames;
 use crate::println;
-use crate::sync::{Page, TakeOnce};
 
-/// Pages in the pool: a guest's 2 MiB of RAM, its nested tables, VMCS/VMCB, bitmaps and
-/// on-demand pages, several times over.
-pub const POOL_PAGES: usize = 2048;
-
-static POOL: TakeOnce<[Page; POOL_PAGES]> = TakeOnce::new([const { Page::zeroed() }; POOL_PAGES]);
-
-/// A bump allocator over the static pool. Frames are not reused while any run is out; when
-/// every run has come back (a vCPU was dropped), the pool starts over.
+/// The platform over the frame allocator (which `frames::init` started).
 #[derive(Debug)]
-pub struct BumpPlatform {
-    base: NonNull<Page>,
-    next: Cell<usize>,
-    live: Cell<usize>,
+pub struct MapPlatform {
+    _private: (),
 }
 
-impl BumpPlatform {
-    /// The platform over the static pool, once per run (`None` the second time).
-    pub fn take() -> Option<Self> {
-        let pages = POOL.take()?;
-        Some(Self {
-            base: NonNull::from(pages).cast(),
-            next: Cell::new(0),
-            live: Cell::new(0),
-        })
+impl MapPlatform {
+    /// The platform; `frames::init` has started the allocator.
+    pub const fn new() -> Self {
+        Self { _private: () }
     }
 
-    /// Frames handed out and not given back.
+    /// Frames handed out and not given back (by this platform and by the page-table pools).
     pub fn frames_in_use(&self) -> usize {
-        self.live.get()
+        frames::in_use()
     }
 }
 
-// SAFETY: runs come from the pool this value owns (the `&'static mut` it was made from is gone);
-// each is handed out once (the bump index only grows while any run is out, and restarts only
-// when all came back), zeroed, contiguous and 4 KiB-aligned; the kernel is identity-mapped, so
-// `phys_to_virt`/`virt_to_phys` are the identity; there is one CPU and `run_on_each_cpu` runs
-// on it.
-unsafe impl Platform for BumpPlatform {
+// SAFETY: runs come from `frames::allocate_zeroed`: contiguous, 4 KiB-aligned, zeroed, usable
+// memory of the boot map below `IDENTITY_MAP_END` (not the kernel, the boot information or a
+// module), marked allocated until `free_frames` gives them back; the kernel is identity-mapped
+// over that range, so `phys_to_virt`/`virt_to_phys` are the identity there; there is one CPU and
+// `run_on_each_cpu` runs on it.
+unsafe impl Platform for MapPlatform {
     fn allocate_frames(&self, count: usize) -> Option<HostPhysAddr> {
-        if self.live.get() == 0 {
-            self.next.set(0);
-        }
-        let first = self.next.get();
-        if count == 0 || first + count > POOL_PAGES {
+        if count == 0 {
             return None;
         }
-        self.next.set(first + count);
-        self.live.set(self.live.get() + count);
-        // SAFETY: `first + count` ≤ the pool's length, so the run lies inside the pool.
-        let run = unsafe { self.base.add(first) };
-        // SAFETY: the run is valid for writes and nothing else refers to it (handed out now).
-        unsafe { core::ptr::write_bytes(run.as_ptr(), 0, count) };
-        HostPhysAddr::try_new(run.as_ptr() as u64).ok()
+        frames::allocate_zeroed(count)
     }
 
-    unsafe fn free_frames(&self, _first: HostPhysAddr, count: usize) {
-        self.live.set(self.live.get().saturating_sub(count));
+    unsafe fn free_frames(&self, first: HostPhysAddr, count: usize) {
+        // SAFETY: forwarded: the caller no longer uses the run.
+        if let Err(e) = unsafe { frames::free(first, count) } {
+            println!("FAIL frames: a vCPU gave back a run that is not out: {e}");
+        }
     }
 
     fn phys_to_virt(&self, phys: HostPhysAddr) -> Option<NonNull<u8>> {
         // The whole low 4 GiB is identity-mapped by the boot stub.
-        (phys.as_u64() < (1 << 32))
-            .then(|| NonNull::new(phys.as_u64() as *mut u8))
+        (phys.as_u64() < IDENTITY_MAP_END)
+            .then(|| {
+                NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(
+                    phys.as_u64() as usize
+                ))
+            })
             .flatten()
     }
 

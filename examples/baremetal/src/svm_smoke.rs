@@ -36,7 +36,7 @@ use crate::boot::selectors;
 use crate::frames::FramePool;
 use crate::println;
 use crate::serial;
-use crate::sync::{Page, ProbePage, TakeOnce};
+use crate::sync::{ProbePage, TakeOnce};
 
 /// The CPUID leaf the host answers itself, and the signature it returns in EBX, ECX, EDX.
 const HV_LEAF: u32 = 0x4000_0000;
@@ -123,8 +123,6 @@ static GUEST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
 static HOST_VMCB: TakeOnce<Vmcb> = TakeOnce::new(Vmcb::new());
 static IOPM: TakeOnce<Iopm> = TakeOnce::new(Iopm::intercept_none());
 static MSRPM: TakeOnce<Msrpm> = TakeOnce::new(Msrpm::intercept_none());
-/// Frames for the nested page table that hvkit-paging builds.
-static NPT_FRAMES: TakeOnce<[Page; 8]> = TakeOnce::new([const { Page::zeroed() }; 8]);
 
 fn fail(what: &str, exits: u64, detail: core::fmt::Arguments<'_>) -> ! {
     println!("FAIL {what}: {detail}");
@@ -162,14 +160,11 @@ fn invalidate(guest: &mut Vmcb, flush: Flush, tlb: TlbControl) {
 /// Builds an identity nested page table of the low 4 GiB with hvkit-paging (U/S set at every
 /// level, as nested walks are user accesses: APM 15.25.5) and returns it with its nCR3.
 fn build_npt(caps: &NptCapabilities) -> (NptTable<FramePool>, u64) {
-    let Some(pages) = NPT_FRAMES.take() else {
-        fail("npt", 0, format_args!("frames taken twice"))
-    };
     let config = match caps.table_config() {
         Ok(config) => config,
         Err(e) => fail("npt config", 0, format_args!("{e}")),
     };
-    let mut npt = match NptTable::new(FramePool::new(pages), config) {
+    let mut npt = match NptTable::new(FramePool, config) {
         Ok(table) => table,
         Err(e) => fail("npt root", 0, format_args!("{e}")),
     };

@@ -235,8 +235,6 @@ static VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static SECOND_VMXON_REGION: TakeOnce<VmxonRegion> = TakeOnce::new(VmxonRegion::new());
 static VMCS_REGION: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
 static WRONG_REVISION_VMCS: TakeOnce<Page> = TakeOnce::new(Page::zeroed());
-/// Frames for the EPT that hvkit-paging builds.
-static EPT_FRAMES: TakeOnce<[Page; 8]> = TakeOnce::new([const { Page::zeroed() }; 8]);
 
 /// What the exit handler needs from the launch code.
 struct State {
@@ -824,16 +822,13 @@ fn invalidate(flush: Flush, eptp: u64, caps: EptVpidCap) {
 /// capabilities allow, write-back, accessed/dirty flags when offered) and returns it with its
 /// EPTP.
 fn build_ept(caps: EptVpidCap) -> (EptTable<FramePool>, u64) {
-    let Some(pages) = EPT_FRAMES.take() else {
-        fail("ept", format_args!("frames taken twice"))
-    };
     let phys_bits = (__cpuid(0x8000_0008).eax & 0xFF) as u8;
     let ept_caps = EptCapabilities::from_msr(caps.bits());
     let config = match ept_caps.table_config(4, phys_bits) {
         Ok(config) => config,
         Err(e) => fail("ept config", format_args!("{e}")),
     };
-    let mut ept = match EptTable::new(FramePool::new(pages), config) {
+    let mut ept = match EptTable::new(FramePool, config) {
         Ok(table) => table,
         Err(e) => fail("ept root", format_args!("{e}")),
     };
