@@ -399,15 +399,28 @@ impl Run {
 
 const COMMAND_LINE: &str = "console=ttyS0,115200 panic=-1 rdinit=/init tsc=unstable";
 
-/// Waits for `cmd` up to `timeout`; returns whether it ended by itself.
-fn wait(cmd: &mut Command, timeout: Duration) -> std::io::Result<bool> {
+/// Waits for `cmd` up to `timeout`; returns whether it ended by itself. A kernel failure on the
+/// console (`BAD_AT_BOOT`: an Oops, a GP fault, a panic) usually leaves the machine hung, so the
+/// emulator is stopped 15 s after one appears (time for the trace) instead of at the timeout.
+fn wait(cmd: &mut Command, serial: &Path, timeout: Duration) -> std::io::Result<bool> {
     let start = Instant::now();
     let mut child = cmd.spawn()?;
+    let mut failed_at: Option<Instant> = None;
+    let mut polls = 0u32;
     loop {
         if child.try_wait()?.is_some() {
             return Ok(true);
         }
-        if start.elapsed() > timeout {
+        polls += 1;
+        if failed_at.is_none() && polls % 20 == 0 {
+            let text = fs::read(serial).unwrap_or_default();
+            let text = String::from_utf8_lossy(&text);
+            if BAD_AT_BOOT.iter().any(|bad| text.contains(bad)) {
+                failed_at = Some(Instant::now());
+            }
+        }
+        let failed_long_ago = failed_at.is_some_and(|t| t.elapsed() > Duration::from_secs(15));
+        if start.elapsed() > timeout || failed_long_ago {
             child.kill()?;
             child.wait()?;
             return Ok(false);
@@ -441,6 +454,7 @@ fn boot(run: &Run, kernel: &Path, initrd: &Path) -> Result<(PathBuf, bool)> {
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err),
+            &serial,
             Duration::from_secs(300),
         )
     } else {
@@ -495,6 +509,7 @@ fn boot(run: &Run, kernel: &Path, initrd: &Path) -> Result<(PathBuf, bool)> {
                 .stdin(Stdio::null())
                 .stdout(out)
                 .stderr(err),
+            &serial,
             Duration::from_secs(600),
         )
     }
@@ -518,6 +533,19 @@ fn type_marker(vendor: &str) -> &'static str {
 /// failed.
 fn judge(text: &str, run: &Run) -> std::result::Result<u64, String> {
     let cpus = run.cpus;
+    // The whole log for kernel failures; from init on also for warnings and traces (Debian's
+    // kernel warns at boot on some emulated CPUs, e.g. Bochs's XSAVE layout, before any hvkit).
+    let init = text.find("HVKIT-INIT start").unwrap_or(0);
+    for line in text[..init].lines() {
+        if let Some(bad) = BAD_AT_BOOT.iter().find(|b| line.contains(*b)) {
+            return Err(format!("console shows {bad:?} at boot: {}", line.trim()));
+        }
+    }
+    for line in text[init..].lines() {
+        if let Some(bad) = BAD.iter().find(|b| line.contains(*b)) {
+            return Err(format!("console shows {bad:?}: {}", line.trim()));
+        }
+    }
     if !text.contains(type_marker(run.vendor)) {
         return Err(format!(
             "no nested memory-type line {:?}",
@@ -532,19 +560,6 @@ fn judge(text: &str, run: &Run) -> std::result::Result<u64, String> {
         match text[at..].find(marker) {
             Some(i) => at += i + marker.len(),
             None => return Err(format!("missing marker {marker:?}")),
-        }
-    }
-    // The whole log for kernel failures; from init on also for warnings and traces (Debian's
-    // kernel warns at boot on some emulated CPUs, e.g. Bochs's XSAVE layout, before any hvkit).
-    let init = text.find("HVKIT-INIT start").unwrap_or(0);
-    for line in text[..init].lines() {
-        if let Some(bad) = BAD_AT_BOOT.iter().find(|b| line.contains(*b)) {
-            return Err(format!("console shows {bad:?} at boot: {}", line.trim()));
-        }
-    }
-    for line in text[init..].lines() {
-        if let Some(bad) = BAD.iter().find(|b| line.contains(*b)) {
-            return Err(format!("console shows {bad:?}: {}", line.trim()));
         }
     }
     for cpu in 0..cpus {
