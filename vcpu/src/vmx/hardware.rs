@@ -29,7 +29,8 @@ use x86_64::structures::paging::PhysFrame;
 
 use super::core::{CrPolicy, VmxCore};
 use super::invalidate::{
-    Invalidate, UNSUPPORTED_TYPE, invalidate_new_vcpu, invept_supported, invvpid_supported,
+    Invalidate, InvalidationError, UNSUPPORTED_TYPE, invalidate_new_vcpu, invept_supported,
+    invept_type, invvpid_supported,
 };
 use super::setup::{VmcsLayout, VmxOptions, controls_request, write_vmcs};
 use super::switch::{self, Switch, SwitchArea};
@@ -55,7 +56,8 @@ pub struct VmxVcpu<'p, P: Platform + ?Sized> {
     msr_bitmap: Bitmap<'p, P, MsrBitmap>,
     pub(crate) nested: Option<NestedPaging<'p, P>>,
     pub(crate) xstate: ExtendedState<'p, P>,
-    invept: bool,
+    /// IA32_VMX_EPT_VPID_CAP: which INVEPT/INVVPID types [`Self::flush`] may use.
+    ept_vpid: EptVpidCap,
     /// A CR2 value to load before the next entry (VMX does not switch CR2).
     pub(crate) pending_cr2: Option<u64>,
     // Dropped last (after VMCLEAR and VMXOFF in `Drop`).
@@ -164,7 +166,7 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
             msr_bitmap,
             nested: Some(nested),
             xstate,
-            invept: ept_vpid.contains(EptVpidCap::INVEPT),
+            ept_vpid,
             pending_cr2: None,
             vmcs_frame,
             vmxon_frame,
@@ -261,22 +263,24 @@ impl<'p, P: Platform + ?Sized> VmxVcpu<'p, P> {
         }
     }
 
-    /// Applies a nested-table change: INVEPT (single context when supported, else all).
+    /// Applies a nested-table change: INVEPT of the type [`invept_type`] picks (single context
+    /// when supported, else all), as at creation.
+    ///
+    /// # Errors
+    /// [`VcpuError::Invalidation`] when INVEPT reports VMfail.
     pub(crate) fn flush(&mut self, flush: Flush) -> Result<(), VcpuError> {
-        let eptp = match &self.nested {
-            Some(NestedPaging::Ept { eptp, .. }) => eptp.0,
-            _ => 0,
-        };
         flush.ignore();
-        if !self.invept {
+        let Some(NestedPaging::Ept { eptp, .. }) = &self.nested else {
             return Ok(());
-        }
-        // SAFETY: VMX root operation at CPL 0 with INVEPT supported (checked above).
-        let single = unsafe { instructions::invept(InveptType::SingleContext { eptp }) };
-        if single.is_err() {
-            // SAFETY: as above.
-            let _ = unsafe { instructions::invept(InveptType::AllContexts) };
-        }
+        };
+        let kind = invept_type(self.ept_vpid, eptp.0)?;
+        // VMX root operation at CPL 0 while `self` lives, and `ept_vpid` is this processor's
+        // IA32_VMX_EPT_VPID_CAP: the invariant of `HardwareInvalidate`.
+        let mut cpu = HardwareInvalidate {
+            caps: self.ept_vpid,
+        };
+        cpu.invept(kind)
+            .map_err(|fail| InvalidationError::Invept { kind, fail })?;
         Ok(())
     }
 
