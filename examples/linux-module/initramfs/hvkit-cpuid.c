@@ -5,47 +5,7 @@
  * (sig=none when leaf 0x4000_0000 does not carry the hvkit signature). Freestanding: no libc,
  * built with `gcc -static -nostdlib -ffreestanding`, so the initramfs needs nothing else.
  */
-typedef unsigned int u32;
-typedef unsigned long u64;
-
-static long sys3(long n, long a, long b, long c)
-{
-	long r;
-	asm volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return r;
-}
-
-static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
-{
-	asm volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
-}
-
-static char *put(char *p, const char *s)
-{
-	while (*s)
-		*p++ = *s++;
-	return p;
-}
-
-static char *hex(char *p, u32 v)
-{
-	for (int i = 28; i >= 0; i -= 4)
-		*p++ = "0123456789abcdef"[(v >> i) & 15];
-	return p;
-}
-
-static char *dec(char *p, u32 v)
-{
-	char t[12];
-	int n = 0;
-	do {
-		t[n++] = '0' + v % 10;
-		v /= 10;
-	} while (v);
-	while (n)
-		*p++ = t[--n];
-	return p;
-}
+#include "freestanding.h"
 
 void _start(void)
 {
@@ -75,7 +35,7 @@ void _start(void)
 	p = put(p, " sig=");
 	p = put(p, ok ? sig : "none");
 	p = put(p, " max=");
-	p = hex(p, max);
+	p = hex(p, max, 8);
 	p = put(p, " hv=");
 	p = dec(p, hv);
 	p = put(p, " vmx=");

@@ -10,15 +10,7 @@
  * devirtualized one with the guest's.
  * Freestanding like hvkit-cpuid: `gcc -static -nostdlib -ffreestanding`.
  */
-typedef unsigned int u32;
-typedef unsigned long u64;
-
-static long sys3(long n, long a, long b, long c)
-{
-	long r;
-	asm volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return r;
-}
+#include "freestanding.h"
 
 static int ospke(void)
 {
@@ -71,20 +63,6 @@ static long fpu_syscall(long n, long a, long b, long c, const struct fpu_view *w
 	got->fcw = cw_out;
 	got->xmm5 = x_out;
 	return r;
-}
-
-static char *put(char *p, const char *s)
-{
-	while (*s)
-		*p++ = *s++;
-	return p;
-}
-
-static char *hex(char *p, u64 v, int digits)
-{
-	for (int i = 4 * (digits - 1); i >= 0; i -= 4)
-		*p++ = "0123456789abcdef"[(v >> i) & 15];
-	return p;
 }
 
 /* Runs one step; appends its figures to the line; returns 1 when everything survived. */

@@ -10,8 +10,7 @@
  *   UNKNOWN and the CPU is still virtualized (the hvkit CPUID signature is still there).
  * Freestanding like hvkit-cpuid: `gcc -static -nostdlib -ffreestanding`.
  */
-typedef unsigned int u32;
-typedef unsigned long u64;
+#include "freestanding.h"
 
 #define PR_GET_TSC 25
 #define PR_SET_TSC 26
@@ -19,37 +18,11 @@ typedef unsigned long u64;
 #define PR_TSC_SIGSEGV 2
 #define DEVIRTUALIZE 0x100UL /* hvkit_vcpu::hypercall::FIRST_USER, the module's number */
 
-static long sys3(long n, long a, long b, long c)
-{
-	long r;
-	asm volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-	return r;
-}
-
-static void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d)
-{
-	asm volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0));
-}
-
 static u64 rdtsc(void)
 {
 	u32 lo, hi;
 	asm volatile("rdtsc" : "=a"(lo), "=d"(hi));
 	return ((u64)hi << 32) | lo;
-}
-
-static char *put(char *p, const char *s)
-{
-	while (*s)
-		*p++ = *s++;
-	return p;
-}
-
-static char *hex(char *p, u64 v)
-{
-	for (int i = 60; i >= 0; i -= 4)
-		*p++ = "0123456789abcdef"[(v >> i) & 15];
-	return p;
 }
 
 static int hvkit_signature(void)
@@ -80,17 +53,17 @@ void _start(void)
 	ok &= tsc;
 	p = put(p, tsc ? " tsc=toggled" : " tsc=FAILED set/get/enable=");
 	if (!tsc) {
-		p = hex(p, (u64)set);
+		p = hex(p, (u64)set, 16);
 		*p++ = '/';
-		p = hex(p, (u64)get);
+		p = hex(p, (u64)get, 16);
 		*p++ = '/';
-		p = hex(p, (u64)back);
+		p = hex(p, (u64)back, 16);
 		p = put(p, " mode=");
-		p = hex(p, (u64)tsc_mode);
+		p = hex(p, (u64)tsc_mode, 16);
 		p = put(p, " rdtsc=");
-		p = hex(p, t0);
+		p = hex(p, t0, 16);
 		*p++ = '/';
-		p = hex(p, t1);
+		p = hex(p, t1, 16);
 	}
 
 	/* The devirtualizing hypercall from CPL 3, with the vendor's instruction. */
@@ -105,7 +78,7 @@ void _start(void)
 	int sig = hvkit_signature();
 	ok &= refused && sig;
 	p = put(p, refused ? " devirtualize=refused rax=" : " devirtualize=ANSWERED rax=");
-	p = hex(p, rax);
+	p = hex(p, rax, 16);
 	p = put(p, sig ? " sig=kept" : " sig=GONE");
 	*p++ = '\n';
 	*p = 0;
